@@ -1,0 +1,35 @@
+# rewardedit-jax developer commands. `make test` is the one test command (README, CI).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of torch, pinned for tests (an unpinned torch pulls a multi-GB CUDA build).
+TORCH_PIN ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: venv install test lint format clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(PY) pyproject.toml
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[all]" "$(TORCH_PIN)"
+	touch $@
+
+venv: $(PY)
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check rewardedit_jax tests configs tfds_builders benchmarks
+	$(VENV)/bin/ruff format --check rewardedit_jax tests configs tfds_builders benchmarks
+
+format: install
+	$(VENV)/bin/ruff check --fix rewardedit_jax tests configs tfds_builders benchmarks
+	$(VENV)/bin/ruff format rewardedit_jax tests configs tfds_builders benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,71 @@
+"""Weight import/export between diffusers (PyTorch) folders and rewardedit-jax Flax models.
+
+Public API (a contract)::
+
+    from rewardedit_jax import convert
+    unet = convert.load_unet(path)  # diffusers unet/ or pipeline folder, or a Flax model directory
+    eps = unet(sample, timesteps, encoder_hidden_states, reward_scores=None, feedback_embeds=None)
+
+The command line is ``python -m rewardedit_jax.convert {import,export,check}``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rewardedit_jax.convert import model_dir
+from rewardedit_jax.convert.unet import (
+    add_reward_conditioning,
+    expand_input_channels,
+    load_diffusers_unet,
+    load_flax_unet,
+)
+from rewardedit_jax.convert.weights import ConversionError
+
+__all__ = [
+    "ConversionError",
+    "add_reward_conditioning",
+    "expand_input_channels",
+    "load_unet",
+    "resolve_component",
+]
+
+
+def resolve_component(path: str | Path, component: str) -> tuple[Path, str]:
+    """Locate ``component`` (e.g. ``unet``) under ``path``. Returns (folder, ``'flax'`` or ``'diffusers'``).
+
+    ``path`` may be a Flax model directory, a whole diffusers pipeline folder, or the component folder
+    itself (diffusers ``unet/`` with config.json + weights, or a Flax component with ``params/``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConversionError(f"{path}: no such model folder")
+    if not path.is_dir():
+        raise ConversionError(f"{path}: not a folder")
+    if model_dir.is_model_dir(path):
+        manifest = model_dir.read_manifest(path)
+        if component not in manifest.get("components", []):
+            raise ConversionError(f"{path}: the Flax model directory has no {component!r} component")
+        return path / component, "flax"
+    if (path / component / "config.json").is_file():
+        sub = path / component
+        return sub, "flax" if (sub / "params").is_dir() else "diffusers"
+    if (path / "config.json").is_file():
+        return path, "flax" if (path / "params").is_dir() else "diffusers"
+    if (path / "model_index.json").is_file():
+        raise ConversionError(f"{path}: the pipeline folder has no {component}/ component")
+    raise ConversionError(f"{path}: neither a diffusers folder nor a Flax model directory (no config.json)")
+
+
+def load_unet(path: str | Path, *, param_dtype=None, compute_dtype=None):
+    """Load a U-Net (stock or reward-conditioned) in inference mode.
+
+    ``param_dtype`` casts the stored parameters (default: as stored, float32 for diffusers weights);
+    ``compute_dtype`` (e.g. ``jnp.bfloat16``) sets the activation dtype.
+    """
+    folder, kind = resolve_component(path, "unet")
+    if kind == "flax":
+        model, _ = load_flax_unet(folder, param_dtype=param_dtype, compute_dtype=compute_dtype)
+    else:
+        model, _ = load_diffusers_unet(folder, param_dtype=param_dtype, compute_dtype=compute_dtype)
+    return model

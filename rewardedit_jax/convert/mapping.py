@@ -1,0 +1,109 @@
+"""Mechanical mapping between Flax NNX parameter trees and PyTorch state dicts.
+
+A Flax parameter path (``down_blocks.0.resnets.1.conv1.kernel``) becomes a PyTorch key by a list of
+component-specific regex renames on the module path, plus the leaf rule ``kernel``/``scale``/
+``embedding`` -> ``weight``. Tensors change layout by rank: conv kernels (kh, kw, in, out) <->
+(out, in, kh, kw), dense kernels (in, out) <-> (out, in); embeddings and vectors are unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rewardedit_jax.convert.weights import ConversionError, WeightReader
+
+Rename = Sequence[tuple[str, str]]
+_LEAF = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
+
+
+def torch_key(path: tuple, renames: Rename = ()) -> str:
+    *module, leaf = (str(p) for p in path)
+    name = ".".join(module)
+    for pattern, repl in renames:
+        name = re.sub(pattern, repl, name)
+    if leaf not in _LEAF:
+        raise ConversionError(f"parameter {'.'.join(map(str, path))} has no PyTorch counterpart")
+    return f"{name}.{_LEAF[leaf]}" if name else _LEAF[leaf]
+
+
+def to_flax_layout(leaf: str, array: np.ndarray) -> np.ndarray:
+    if leaf == "kernel" and array.ndim == 4:
+        return array.transpose(2, 3, 1, 0)
+    if leaf == "kernel" and array.ndim == 2:
+        return array.T
+    return array
+
+
+def to_torch_layout(leaf: str, array: np.ndarray) -> np.ndarray:
+    if leaf == "kernel" and array.ndim == 4:
+        return array.transpose(3, 2, 0, 1)
+    if leaf == "kernel" and array.ndim == 2:
+        return array.T
+    return array
+
+
+def _param_items(model: nnx.Module) -> list[tuple[tuple, nnx.Variable]]:
+    return list(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+
+
+def load_into(
+    model: nnx.Module,
+    reader: WeightReader,
+    *,
+    renames: Rename = (),
+    source: str = "weights",
+    ignore: Callable[[str], bool] = lambda key: False,
+    adapt: Callable[[str, np.ndarray, tuple], np.ndarray] | None = None,
+) -> None:
+    """Fill the parameters of ``model`` (concrete or abstract) from ``reader``, tensor by tensor.
+
+    Every parameter must be found with the right shape, and every tensor of the reader must be used
+    (except keys for which ``ignore`` is true); otherwise a one-line :class:`ConversionError`.
+    ``adapt(key, array, target_shape)`` may reshape a tensor (e.g. expand ``conv_in``) before the check.
+    """
+    items = _param_items(model)
+    wanted = {torch_key(path, renames): (path, var) for path, var in items}
+    missing = [k for k in wanted if k not in reader]
+    unexpected = [k for k in reader.keys() if k not in wanted and not ignore(k)]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing tensors (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+        raise ConversionError(f"{source}: {'; '.join(parts)}")
+    for key, (path, var) in wanted.items():
+        target = var.get_value()
+        array = to_flax_layout(str(path[-1]), reader.get(key))
+        if adapt is not None:
+            array = adapt(key, array, tuple(target.shape))
+        if tuple(array.shape) != tuple(target.shape):
+            raise ConversionError(
+                f"{source}: tensor {key!r} has shape {tuple(reader.shape(key))}, "
+                f"the model config expects {tuple(to_torch_layout(str(path[-1]), np.empty(target.shape)).shape)}"
+            )
+        var.set_value(jnp.asarray(array, dtype=target.dtype))
+
+
+def materialize_rng_state(model: nnx.Module, seed: int = 0) -> None:
+    """Give concrete values to the RNG state (dropout streams) of a model built with ``nnx.eval_shape``."""
+    key = jax.random.key(seed)
+    for i, (_, var) in enumerate(nnx.to_flat_state(nnx.state(model, nnx.RngState))):
+        if isinstance(var.get_value(), jax.ShapeDtypeStruct):
+            if isinstance(var, nnx.RngKey):
+                var.set_value(jax.random.fold_in(key, i))
+            else:
+                var.set_value(jnp.zeros(var.get_value().shape, var.get_value().dtype))
+
+
+def export_state(model: nnx.Module, *, renames: Rename = ()) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(torch_key, array)`` for every parameter of ``model``, in PyTorch layout, float32."""
+    for path, var in _param_items(model):
+        array = np.asarray(jax.device_get(var.get_value()), dtype=np.float32)
+        yield torch_key(path, renames), to_torch_layout(str(path[-1]), array)

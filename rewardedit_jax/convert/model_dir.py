@@ -1,0 +1,119 @@
+"""The Flax model directory: Orbax checkpoints of parameters plus the configs needed to rebuild them.
+
+Layout (``DST`` written atomically by ``convert import``)::
+
+    DST/rewardedit_model.json        {"format": "rewardedit-jax-model", "version": 1, "components": [...]}
+    DST/<component>/config.json      the component's diffusers/transformers config, verbatim
+    DST/<component>/rewardedit.json  what the config does not say (e.g. the reward modules), optional
+    DST/<component>/params/          Orbax checkpoint: flat {"dotted.param.path": array}
+
+Any folder other commands accept as a model may be a diffusers folder or such a directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from rewardedit_jax.convert.weights import ConversionError, read_json, write_json
+
+MODEL_FILE = "rewardedit_model.json"
+FORMAT = "rewardedit-jax-model"
+VERSION = 1
+
+
+def is_model_dir(path: Path) -> bool:
+    return (Path(path) / MODEL_FILE).is_file()
+
+
+def read_manifest(path: Path) -> dict:
+    manifest = read_json(Path(path) / MODEL_FILE)
+    if manifest.get("format") != FORMAT:
+        raise ConversionError(f"{Path(path) / MODEL_FILE}: not a {FORMAT} manifest")
+    if manifest.get("version", 0) > VERSION:
+        raise ConversionError(
+            f"{Path(path) / MODEL_FILE}: format version {manifest['version']} is newer than this package"
+        )
+    return manifest
+
+
+def write_manifest(path: Path, components: list[str], source: str | None = None) -> None:
+    data = {"format": FORMAT, "version": VERSION, "components": sorted(components)}
+    if source:
+        data["source"] = source
+    write_json(Path(path) / MODEL_FILE, data)
+
+
+def _flat_params(model: nnx.Module) -> dict[str, jax.Array]:
+    return {".".join(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def save_params(component_dir: Path, model: nnx.Module) -> None:
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(Path(component_dir).absolute() / "params", _flat_params(model))
+        ckptr.wait_until_finished()
+
+
+def restore_params(component_dir: Path, model: nnx.Module) -> None:
+    """Restore an Orbax parameter checkpoint into ``model`` (abstract or concrete), checking shapes."""
+    import orbax.checkpoint as ocp
+
+    params_dir = Path(component_dir).absolute() / "params"
+    if not params_dir.is_dir():
+        raise ConversionError(f"{params_dir}: parameter checkpoint not found")
+    target = {
+        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=getattr(v, "sharding", None))
+        for k, v in _flat_params(model).items()
+    }
+    with ocp.StandardCheckpointer() as ckptr:
+        try:
+            stored = ckptr.metadata(params_dir)
+            stored_tree = getattr(stored, "item_metadata", stored)
+            stored_tree = getattr(stored_tree, "tree", stored_tree)
+            stored_shapes = {k: tuple(m.shape) for k, m in dict(stored_tree).items()}
+        except Exception as e:
+            raise ConversionError(f"{params_dir}: unreadable checkpoint ({e})") from None
+        missing = sorted(set(target) - set(stored_shapes))
+        unexpected = sorted(set(stored_shapes) - set(target))
+        if missing or unexpected:
+            raise ConversionError(
+                f"{params_dir}: checkpoint does not match the config "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        for k, shape in stored_shapes.items():
+            if shape != tuple(target[k].shape):
+                raise ConversionError(
+                    f"{params_dir}: parameter {k} has shape {shape}, the config expects {tuple(target[k].shape)}"
+                )
+        try:
+            restored = ckptr.restore(params_dir, target)
+        except Exception as e:
+            raise ConversionError(f"{params_dir}: cannot restore parameters ({' '.join(str(e).split())})") from None
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        var.set_value(restored[".".join(map(str, path))])
+
+
+def component_config(component_dir: Path) -> tuple[dict, dict]:
+    """(config.json, rewardedit.json or {}) of a component directory."""
+    component_dir = Path(component_dir)
+    extra_path = component_dir / "rewardedit.json"
+    extra = read_json(extra_path) if extra_path.is_file() else {}
+    return read_json(component_dir / "config.json"), extra
+
+
+def write_component_config(component_dir: Path, config: Mapping, extra: Mapping | None = None) -> None:
+    component_dir = Path(component_dir)
+    component_dir.mkdir(parents=True, exist_ok=True)
+    write_json(component_dir / "config.json", dict(config))
+    if extra:
+        write_json(component_dir / "rewardedit.json", dict(extra))
+
+
+def numpy_params(model: nnx.Module) -> dict[str, np.ndarray]:
+    return {k: np.asarray(jax.device_get(v)) for k, v in _flat_params(model).items()}

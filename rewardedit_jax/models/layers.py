@@ -1,0 +1,179 @@
+"""Shared Flax NNX building blocks of the Stable Diffusion models (U-Net, VAE, text encoder).
+
+Every parameter carries *logical* axis names (``out_sharding`` metadata, not applied eagerly); the
+training config's rule table maps them to the mesh axes ``data``, ``fsdp`` and ``tensor``. Logical names:
+
+- ``embed``: a layer's input feature axis (model width), ``mlp``/``heads``: its output feature axis,
+- ``conv_in``/``conv_out``: a convolution kernel's input/output channel axes,
+- ``norm``: scale/bias vectors of normalization layers, ``vocab``/``positions``: embedding tables.
+
+Layouts are NHWC. Module attribute names follow diffusers/transformers so that the weight conversion
+(``rewardedit_jax.convert``) is a mechanical rename plus transposes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Dtype = jnp.dtype | None
+
+
+def logical(*names: str | None) -> dict:
+    """Variable metadata that records logical axis names without sharding the value at creation."""
+    return {"out_sharding": tuple(names), "eager_sharding": False}
+
+
+def linear(
+    in_features: int,
+    out_features: int,
+    *,
+    rngs: nnx.Rngs,
+    use_bias: bool = True,
+    axes: tuple[str | None, str | None] = ("embed", "mlp"),
+    dtype: Dtype = None,
+) -> nnx.Linear:
+    """A dense layer (kernel ``(in, out)``) with logical axis names."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        dtype=dtype,
+        rngs=rngs,
+        kernel_metadata=logical(*axes),
+        bias_metadata=logical(axes[1]),
+    )
+
+
+def conv2d(
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    *,
+    rngs: nnx.Rngs,
+    stride: int = 1,
+    padding: int | Sequence[tuple[int, int]] | None = None,
+    dtype: Dtype = None,
+) -> nnx.Conv:
+    """A 2D convolution over NHWC input with PyTorch-style symmetric integer padding."""
+    if padding is None:
+        padding = (kernel_size - 1) // 2
+    if isinstance(padding, int):
+        padding = ((padding, padding), (padding, padding))
+    return nnx.Conv(
+        in_features,
+        out_features,
+        kernel_size=(kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=tuple(padding),
+        dtype=dtype,
+        rngs=rngs,
+        kernel_metadata=logical(None, None, "conv_in", "conv_out"),
+        bias_metadata=logical("conv_out"),
+    )
+
+
+def group_norm(num_channels: int, num_groups: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = None):
+    """GroupNorm over the channel axis of NHWC input (statistics in float32, two-pass variance)."""
+    if num_channels % num_groups:
+        raise ValueError(f"GroupNorm: {num_channels} channels are not divisible into {num_groups} groups")
+    return nnx.GroupNorm(
+        num_channels,
+        num_groups=num_groups,
+        epsilon=eps,
+        dtype=dtype,
+        use_fast_variance=False,
+        rngs=rngs,
+        scale_metadata=logical("norm"),
+        bias_metadata=logical("norm"),
+    )
+
+
+def layer_norm(num_features: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = None) -> nnx.LayerNorm:
+    """LayerNorm over the last axis (two-pass variance, like PyTorch)."""
+    return nnx.LayerNorm(
+        num_features,
+        epsilon=eps,
+        dtype=dtype,
+        use_fast_variance=False,
+        rngs=rngs,
+        scale_metadata=logical("norm"),
+        bias_metadata=logical("norm"),
+    )
+
+
+def dropout(rate: float, *, rngs: nnx.Rngs) -> nnx.Dropout:
+    """Dropout that starts in inference mode (deterministic); ``model.train()`` switches it on."""
+    return nnx.Dropout(rate, deterministic=True, rngs=rngs)
+
+
+def timestep_embedding(
+    timesteps: jax.Array,
+    dim: int,
+    *,
+    flip_sin_to_cos: bool,
+    downscale_freq_shift: float,
+    max_period: float = 10000.0,
+    scale: float = 1.0,
+) -> jax.Array:
+    """Sinusoidal embedding of (possibly fractional) timesteps, (N,) -> (N, dim), float32.
+
+    The DDPM/diffusers convention: frequencies ``exp(-log(max_period) * i / (half - shift))``,
+    ``[sin, cos]`` halves, swapped to ``[cos, sin]`` when ``flip_sin_to_cos``.
+    """
+    half = dim // 2
+    exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - downscale_freq_shift)
+    args = scale * timesteps.astype(jnp.float32)[:, None] * jnp.exp(exponent)[None, :]
+    sin, cos = jnp.sin(args), jnp.cos(args)
+    emb = jnp.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+class TimestepEmbedding(nnx.Module):
+    """Two-layer MLP ``linear_1 -> SiLU -> linear_2`` that lifts a sinusoidal embedding."""
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype: Dtype = None):
+        self.linear_1 = linear(in_features, out_features, rngs=rngs, dtype=dtype)
+        self.linear_2 = linear(out_features, out_features, rngs=rngs, axes=("mlp", "embed"), dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.linear_2(jax.nn.silu(self.linear_1(x)))
+
+
+def gelu_exact(x: jax.Array) -> jax.Array:
+    """GELU with the erf formulation (PyTorch's default ``approximate='none'``)."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    """CLIP's ``x * sigmoid(1.702 x)``."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "gelu": gelu_exact,
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "quick_gelu": quick_gelu,
+    "relu": jax.nn.relu,
+}
+
+
+def get_activation(name: str):
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unsupported activation {name!r} (supported: {sorted(ACTIVATIONS)})") from None
+
+
+def count_params(module: nnx.Module) -> int:
+    """Number of scalar parameters (``nnx.Param``) of a module, concrete or abstract."""
+    return sum(int(math.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
