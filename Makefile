@@ -23,13 +23,15 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+LINT_PATHS := $(wildcard rewardedit_jax tests configs tfds_builders benchmarks launch)
+
 lint: install
-	$(VENV)/bin/ruff check rewardedit_jax tests configs tfds_builders benchmarks
-	$(VENV)/bin/ruff format --check rewardedit_jax tests configs tfds_builders benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 format: install
-	$(VENV)/bin/ruff check --fix rewardedit_jax tests configs tfds_builders benchmarks
-	$(VENV)/bin/ruff format rewardedit_jax tests configs tfds_builders benchmarks
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -106,7 +106,9 @@ class RewardUNet2DConditionModel(UNet2DConditionModel):
 
     def __init__(self, *args, reward_score_embed_dim: int = 256, reward_num_heads: int = 8, **kwargs):
         super().__init__(*args, **kwargs)
-        self.register_to_config(reward_score_embed_dim=reward_score_embed_dim, reward_num_heads=reward_num_heads)
+        self.register_to_config(
+            reward_score_embed_dim=reward_score_embed_dim, reward_num_heads=reward_num_heads
+        )
         cfg = self.config
         channels = cfg.block_out_channels[0]
         time_embed_dim = self.time_embedding.linear_2.out_features
@@ -155,7 +157,9 @@ class RewardUNet2DConditionModel(UNet2DConditionModel):
                 "'negative_embeds': (B, D)}"
             )
         if "negative_embeds" not in added_cond_kwargs:
-            raise ValueError("added_cond_kwargs lacks 'negative_embeds' (pooled feedback text embedding, (B, D))")
+            raise ValueError(
+                "added_cond_kwargs lacks 'negative_embeds' (pooled feedback text embedding, (B, D))"
+            )
         unsupported = [k for k, v in unused.items() if v is not None]
         if unsupported:
             raise ValueError(f"RewardUNet2DConditionModel does not support {unsupported}")
@@ -190,7 +194,9 @@ class RewardUNet2DConditionModel(UNet2DConditionModel):
             res, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
             size = skips[-1].shape[2:] if (i < len(self.up_blocks) - 1 and forward_upsample_size) else None
             if getattr(block, "has_cross_attention", False):
-                h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=size, **attn_kwargs)
+                h = block(
+                    hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=size, **attn_kwargs
+                )
             else:
                 h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=size)
         h = self.conv_out(self.conv_act(self.conv_norm_out(h)))

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from rewardedit_jax.convert.weights import ConversionError, WeightReader
+from rewardedit_jax.models.layers import materialize_rng_state
 
 Rename = Sequence[tuple[str, str]]
 _LEAF = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
@@ -84,22 +85,12 @@ def load_into(
         if adapt is not None:
             array = adapt(key, array, tuple(target.shape))
         if tuple(array.shape) != tuple(target.shape):
+            expected = tuple(to_torch_layout(str(path[-1]), np.empty(target.shape)).shape)
+            found = tuple(reader.shape(key))
             raise ConversionError(
-                f"{source}: tensor {key!r} has shape {tuple(reader.shape(key))}, "
-                f"the model config expects {tuple(to_torch_layout(str(path[-1]), np.empty(target.shape)).shape)}"
+                f"{source}: tensor {key!r} has shape {found}, the model config expects {expected}"
             )
         var.set_value(jnp.asarray(array, dtype=target.dtype))
-
-
-def materialize_rng_state(model: nnx.Module, seed: int = 0) -> None:
-    """Give concrete values to the RNG state (dropout streams) of a model built with ``nnx.eval_shape``."""
-    key = jax.random.key(seed)
-    for i, (_, var) in enumerate(nnx.to_flat_state(nnx.state(model, nnx.RngState))):
-        if isinstance(var.get_value(), jax.ShapeDtypeStruct):
-            if isinstance(var, nnx.RngKey):
-                var.set_value(jax.random.fold_in(key, i))
-            else:
-                var.set_value(jnp.zeros(var.get_value().shape, var.get_value().dtype))
 
 
 def export_state(model: nnx.Module, *, renames: Rename = ()) -> Iterator[tuple[str, np.ndarray]]:
@@ -107,3 +98,13 @@ def export_state(model: nnx.Module, *, renames: Rename = ()) -> Iterator[tuple[s
     for path, var in _param_items(model):
         array = np.asarray(jax.device_get(var.get_value()), dtype=np.float32)
         yield torch_key(path, renames), to_torch_layout(str(path[-1]), array)
+
+
+def finish_loaded(model: nnx.Module, param_dtype=None) -> nnx.Module:
+    """Complete a model whose parameters were loaded into ``nnx.eval_shape`` structure: concrete RNG
+    state, and parameters cast to ``param_dtype`` if given."""
+    materialize_rng_state(model)
+    if param_dtype is not None:
+        for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+            var.set_value(var.get_value().astype(param_dtype))
+    return model

@@ -41,8 +41,11 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def write_manifest(path: Path, components: list[str], source: str | None = None) -> None:
-    data = {"format": FORMAT, "version": VERSION, "components": sorted(components)}
+def write_manifest(
+    path: Path, components: list[str], source: str | None = None, layout: str = "pipeline"
+) -> None:
+    """``layout``: ``pipeline`` (exports as a whole diffusers folder) or ``component`` (a single unet/)."""
+    data = {"format": FORMAT, "version": VERSION, "components": sorted(components), "layout": layout}
     if source:
         data["source"] = source
     write_json(Path(path) / MODEL_FILE, data)
@@ -89,12 +92,15 @@ def restore_params(component_dir: Path, model: nnx.Module) -> None:
         for k, shape in stored_shapes.items():
             if shape != tuple(target[k].shape):
                 raise ConversionError(
-                    f"{params_dir}: parameter {k} has shape {shape}, the config expects {tuple(target[k].shape)}"
+                    f"{params_dir}: parameter {k} has shape {shape}, "
+                    f"the config expects {tuple(target[k].shape)}"
                 )
         try:
             restored = ckptr.restore(params_dir, target)
         except Exception as e:
-            raise ConversionError(f"{params_dir}: cannot restore parameters ({' '.join(str(e).split())})") from None
+            raise ConversionError(
+                f"{params_dir}: cannot restore parameters ({' '.join(str(e).split())})"
+            ) from None
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         var.set_value(restored[".".join(map(str, path))])
 

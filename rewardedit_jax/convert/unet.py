@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from rewardedit_jax.convert import model_dir
-from rewardedit_jax.convert.mapping import export_state, load_into, materialize_rng_state
+from rewardedit_jax.convert.mapping import export_state, finish_loaded, load_into
 from rewardedit_jax.convert.weights import (
     DIFFUSERS_STEM,
     ConversionError,
@@ -26,8 +26,9 @@ from rewardedit_jax.convert.weights import (
     save_safetensors,
     write_json,
 )
+from rewardedit_jax.models.layers import UnsupportedConfigError
 from rewardedit_jax.models.reward import RewardConfig
-from rewardedit_jax.models.unet import UNet2DConditionModel, UNetConfig, UnsupportedConfigError
+from rewardedit_jax.models.unet import UNet2DConditionModel, UNetConfig
 
 RENAMES = (
     (r"^reward\.", ""),
@@ -46,13 +47,17 @@ def reward_config_from_weights(reader: WeightReader, config: Mapping[str, Any]) 
         return None
     if present != set(REWARD_PREFIXES):
         absent = sorted(p.rstrip(".") for p in set(REWARD_PREFIXES) - present)
-        raise ConversionError(f"{reader.files[0]}: incomplete reward modules (no {', '.join(absent)} weights)")
+        raise ConversionError(
+            f"{reader.files[0]}: incomplete reward modules (no {', '.join(absent)} weights)"
+        )
     fields = {}
     if "reward_num_heads" in config:
         fields["num_heads"] = int(config["reward_num_heads"])
     in_features = reader.shape("add_embedding.linear_1.weight")[1]
     if in_features % 3:
-        raise ConversionError(f"{reader.files[0]}: add_embedding input width {in_features} is not 3 x score width")
+        raise ConversionError(
+            f"{reader.files[0]}: add_embedding input width {in_features} is not 3 x score width"
+        )
     fields["score_embed_dim"] = in_features // 3
     return RewardConfig(**fields)
 
@@ -62,14 +67,6 @@ def unet_config(config: Mapping[str, Any], source: Path, reward: RewardConfig | 
         return UNetConfig.from_diffusers(config, reward=reward)
     except UnsupportedConfigError as e:
         raise ConversionError(f"{source}: {e}") from None
-
-
-def _finish(model: nnx.Module, dtype) -> nnx.Module:
-    materialize_rng_state(model)
-    if dtype is not None:
-        for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-            var.set_value(var.get_value().astype(dtype))
-    return model
 
 
 def build_abstract(cfg: UNetConfig, compute_dtype=None) -> UNet2DConditionModel:
@@ -98,7 +95,7 @@ def load_diffusers_unet(
         cfg = unet_config(config, folder / "config.json", reward)
         model = build_abstract(cfg, compute_dtype)
         load_into(model, reader, renames=RENAMES, source=str(folder), adapt=adapt)
-    return _finish(model, param_dtype), config
+    return finish_loaded(model, param_dtype), config
 
 
 def _expand_conv_in(key: str, array: np.ndarray, target_shape: tuple) -> np.ndarray:
@@ -119,9 +116,11 @@ def expand_input_channels(model: UNet2DConditionModel, in_channels: int) -> UNet
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         value = var.get_value()
         if path == ("conv_in", "kernel"):
-            value = jnp.asarray(_expand_conv_in("conv_in.weight", np.asarray(value), new_vars[path].get_value().shape))
+            value = jnp.asarray(
+                _expand_conv_in("conv_in.weight", np.asarray(value), new_vars[path].get_value().shape)
+            )
         new_vars[path].set_value(value)
-    return _finish(new, None)
+    return finish_loaded(new, None)
 
 
 def add_reward_conditioning(
@@ -189,7 +188,9 @@ def reward_extra(model: UNet2DConditionModel) -> dict:
     return {"reward": dataclasses.asdict(model.config.reward)} if model.has_reward else {}
 
 
-def save_flax_unet(model: UNet2DConditionModel, component_dir: Path, config: Mapping[str, Any] | None) -> None:
+def save_flax_unet(
+    model: UNet2DConditionModel, component_dir: Path, config: Mapping[str, Any] | None
+) -> None:
     model_dir.write_component_config(component_dir, diffusers_config_for(model, config), reward_extra(model))
     model_dir.save_params(component_dir, model)
 
@@ -202,4 +203,4 @@ def load_flax_unet(
     cfg = unet_config(config, Path(component_dir) / "config.json", reward)
     model = build_abstract(cfg, compute_dtype)
     model_dir.restore_params(component_dir, model)
-    return _finish(model, param_dtype), config
+    return finish_loaded(model, param_dtype), config

@@ -107,9 +107,15 @@ class Attention(nnx.Module):
         inner = heads * head_dim
         context_dim = context_dim or query_dim
         self.heads, self.head_dim, self.upcast = heads, head_dim, upcast
-        self.to_q = linear(query_dim, inner, use_bias=qkv_bias, axes=("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.to_k = linear(context_dim, inner, use_bias=qkv_bias, axes=("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.to_v = linear(context_dim, inner, use_bias=qkv_bias, axes=("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.to_q = linear(
+            query_dim, inner, use_bias=qkv_bias, axes=("embed", "heads"), rngs=rngs, dtype=dtype
+        )
+        self.to_k = linear(
+            context_dim, inner, use_bias=qkv_bias, axes=("embed", "heads"), rngs=rngs, dtype=dtype
+        )
+        self.to_v = linear(
+            context_dim, inner, use_bias=qkv_bias, axes=("embed", "heads"), rngs=rngs, dtype=dtype
+        )
         self.to_out = nnx.List([linear(inner, query_dim, axes=("heads", "embed"), rngs=rngs, dtype=dtype)])
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:

@@ -152,13 +152,19 @@ class RewardConditioning(nnx.Module):
         if reward_scores.shape != (batch, NUM_SCORES):
             raise ValueError(f"reward_scores must be (B, {NUM_SCORES}); got {tuple(reward_scores.shape)}")
         if feedback_embeds.ndim != 2 or feedback_embeds.shape[0] != batch:
-            raise ValueError(f"feedback_embeds must be (B={batch}, D_text); got {tuple(feedback_embeds.shape)}")
-        sinusoid = timestep_embedding(
-            reward_scores.reshape(-1),
-            self.cfg.score_embed_dim,
-            flip_sin_to_cos=self.flip_sin_to_cos,
-            downscale_freq_shift=self.freq_shift,
-        ).reshape(batch, -1).astype(dtype)
+            raise ValueError(
+                f"feedback_embeds must be (B={batch}, D_text); got {tuple(feedback_embeds.shape)}"
+            )
+        sinusoid = (
+            timestep_embedding(
+                reward_scores.reshape(-1),
+                self.cfg.score_embed_dim,
+                flip_sin_to_cos=self.flip_sin_to_cos,
+                downscale_freq_shift=self.freq_shift,
+            )
+            .reshape(batch, -1)
+            .astype(dtype)
+        )
         feedback_embeds = feedback_embeds.astype(dtype)
         temb = self.add_embedding(sinusoid) + self.text_linear2(feedback_embeds)
         tokens = jnp.stack([self.add_embedding2(sinusoid), self.text_linear(feedback_embeds)], axis=1)

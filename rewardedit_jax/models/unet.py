@@ -21,6 +21,7 @@ from rewardedit_jax.models.attention import Attention
 from rewardedit_jax.models.layers import (
     Dtype,
     TimestepEmbedding,
+    UnsupportedConfigError,
     conv2d,
     dropout,
     gelu_exact,
@@ -30,11 +31,6 @@ from rewardedit_jax.models.layers import (
     timestep_embedding,
 )
 from rewardedit_jax.models.reward import RewardConditioning, RewardConfig
-
-
-class UnsupportedConfigError(ValueError):
-    """A model config uses a feature this implementation does not model."""
-
 
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_BLOCK_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
@@ -135,7 +131,9 @@ class UNetConfig:
         for kind, types, allowed in (("down", down, DOWN_BLOCK_TYPES), ("up", up, UP_BLOCK_TYPES)):
             for t in types:
                 if t not in allowed:
-                    raise UnsupportedConfigError(f"unsupported {kind} block type {t!r} (supported: {allowed})")
+                    raise UnsupportedConfigError(
+                        f"unsupported {kind} block type {t!r} (supported: {allowed})"
+                    )
         n = len(down)
         channels = tuple(int(c) for c in config.get("block_out_channels", cls.block_out_channels))
         if len(channels) != n or len(up) != n:
@@ -156,8 +154,12 @@ class UNetConfig:
             block_out_channels=channels,
             down_block_types=down,
             up_block_types=up,
-            layers_per_block=tuple(int(v) for v in _per_block(config.get("layers_per_block", 2), n, "layers_per_block")),
-            transformer_layers_per_block=tuple(int(v) for v in _per_block(tlpb, n, "transformer_layers_per_block")),
+            layers_per_block=tuple(
+                int(v) for v in _per_block(config.get("layers_per_block", 2), n, "layers_per_block")
+            ),
+            transformer_layers_per_block=tuple(
+                int(v) for v in _per_block(tlpb, n, "transformer_layers_per_block")
+            ),
             num_attention_heads=tuple(int(v) for v in _per_block(heads, n, "attention_head_dim")),
             cross_attention_dim=tuple(
                 int(v) for v in _per_block(config.get("cross_attention_dim", 1280), n, "cross_attention_dim")
@@ -184,35 +186,43 @@ _KNOWN_KEYS = {f.name for f in dataclasses.fields(UNetConfig)} | {"attention_hea
 
 
 class ResnetBlock2D(nnx.Module):
-    """GroupNorm-SiLU-conv twice, with the time embedding added in between, and a 1x1 shortcut."""
+    """GroupNorm-SiLU-conv twice, with the time embedding added in between, and a 1x1 shortcut.
+
+    ``temb_channels=None`` gives the VAE's variant without a time embedding.
+    """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        temb_channels: int,
+        temb_channels: int | None,
         *,
         groups: int,
         eps: float,
-        dropout_rate: float,
-        output_scale_factor: float,
+        dropout_rate: float = 0.0,
+        output_scale_factor: float = 1.0,
         rngs: nnx.Rngs,
         dtype: Dtype = None,
     ):
         self.norm1 = group_norm(in_channels, groups, eps, rngs=rngs, dtype=dtype)
         self.conv1 = conv2d(in_channels, out_channels, 3, rngs=rngs, dtype=dtype)
-        self.time_emb_proj = linear(temb_channels, out_channels, rngs=rngs, dtype=dtype)
+        self.time_emb_proj = (
+            linear(temb_channels, out_channels, rngs=rngs, dtype=dtype) if temb_channels is not None else None
+        )
         self.norm2 = group_norm(out_channels, groups, eps, rngs=rngs, dtype=dtype)
         self.dropout = dropout(dropout_rate, rngs=rngs)
         self.conv2 = conv2d(out_channels, out_channels, 3, rngs=rngs, dtype=dtype)
         self.conv_shortcut = (
-            conv2d(in_channels, out_channels, 1, rngs=rngs, dtype=dtype) if in_channels != out_channels else None
+            conv2d(in_channels, out_channels, 1, rngs=rngs, dtype=dtype)
+            if in_channels != out_channels
+            else None
         )
         self.output_scale_factor = output_scale_factor
 
-    def __call__(self, x: jax.Array, temb: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, temb: jax.Array | None = None) -> jax.Array:
         h = self.conv1(jax.nn.silu(self.norm1(x)))
-        h = h + self.time_emb_proj(jax.nn.silu(temb))[:, None, None, :]
+        if self.time_emb_proj is not None:
+            h = h + self.time_emb_proj(jax.nn.silu(temb))[:, None, None, :]
         h = self.conv2(self.dropout(jax.nn.silu(self.norm2(h))))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
@@ -264,7 +274,13 @@ class BasicTransformerBlock(nnx.Module):
         self.attn1 = Attention(dim, heads=heads, head_dim=head_dim, upcast=upcast, rngs=rngs, dtype=dtype)
         self.norm2 = layer_norm(dim, 1e-5, rngs=rngs, dtype=dtype)
         self.attn2 = Attention(
-            dim, heads=heads, head_dim=head_dim, context_dim=context_dim, upcast=upcast, rngs=rngs, dtype=dtype
+            dim,
+            heads=heads,
+            head_dim=head_dim,
+            context_dim=context_dim,
+            upcast=upcast,
+            rngs=rngs,
+            dtype=dtype,
         )
         self.norm3 = layer_norm(dim, 1e-5, rngs=rngs, dtype=dtype)
         self.ff = FeedForward(dim, rngs=rngs, dtype=dtype)
@@ -302,7 +318,9 @@ class Transformer2DModel(nnx.Module):
             self.proj_out = conv2d(inner, channels, 1, rngs=rngs, dtype=dtype)
         self.transformer_blocks = nnx.List(
             [
-                BasicTransformerBlock(inner, heads, head_dim, context_dim, upcast=upcast, rngs=rngs, dtype=dtype)
+                BasicTransformerBlock(
+                    inner, heads, head_dim, context_dim, upcast=upcast, rngs=rngs, dtype=dtype
+                )
                 for _ in range(num_layers)
             ]
         )
@@ -457,7 +475,9 @@ class UpBlock(nnx.Module):
             if cross
             else None
         )
-        self.upsamplers = None if index == n - 1 else nnx.List([Upsample2D(out_channels, rngs=rngs, dtype=dtype)])
+        self.upsamplers = (
+            None if index == n - 1 else nnx.List([Upsample2D(out_channels, rngs=rngs, dtype=dtype)])
+        )
 
     def __call__(self, x, temb, context, skips: list[jax.Array], upsample_size=None) -> jax.Array:
         for i, resnet in enumerate(self.resnets):
@@ -577,13 +597,17 @@ class UNet2DConditionModel(nnx.Module):
                 f"encoder_hidden_states must be (B={batch}, L, D); got {tuple(encoder_hidden_states.shape)}"
             )
         if self.reward is None and (reward_scores is not None or feedback_embeds is not None):
-            raise ValueError("this U-Net has no reward conditioning; reward_scores/feedback_embeds must be None")
+            raise ValueError(
+                "this U-Net has no reward conditioning; reward_scores/feedback_embeds must be None"
+            )
         if self.reward is not None and (reward_scores is None or feedback_embeds is None):
             raise ValueError("this reward U-Net needs reward_scores (B, 3) and feedback_embeds (B, D_text)")
         dtype = self.dtype or sample.dtype
         timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (batch,))
         t_emb = timestep_embedding(
-            timesteps, cfg.block_out_channels[0], flip_sin_to_cos=cfg.flip_sin_to_cos,
+            timesteps,
+            cfg.block_out_channels[0],
+            flip_sin_to_cos=cfg.flip_sin_to_cos,
             downscale_freq_shift=cfg.freq_shift,
         ).astype(dtype)
         temb = self.time_embedding(t_emb)
@@ -602,7 +626,7 @@ class UNet2DConditionModel(nnx.Module):
             h, block_skips = block(h, temb, context)
             skips.extend(block_skips)
         h = self.mid_block(h, temb, context)
-        for i, block in enumerate(self.up_blocks):
+        for block in self.up_blocks:
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
             upsample_size = skips[-1].shape[1:3] if skips else None
@@ -628,5 +652,6 @@ def build_unet(
 def expected_param_shapes(cfg: UNetConfig) -> Sequence[tuple[str, tuple[int, ...]]]:
     abstract = build_unet(cfg, abstract=True)
     return [
-        (".".join(map(str, path)), tuple(v.shape)) for path, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))
+        (".".join(map(str, path)), tuple(v.shape))
+        for path, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))
     ]

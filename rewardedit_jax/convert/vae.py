@@ -1,0 +1,112 @@
+"""VAE conversion: diffusers ``vae/`` folder (``AutoencoderKL``) <-> Flax :class:`AutoencoderKL`.
+
+Flax parameter paths equal diffusers' state-dict names, so the mapping needs no renames. Checkpoints in
+diffusers' deprecated attention layout (mid-block ``query``/``key``/``value``/``proj_attn``) are read as
+well; exports always use the current names (``to_q``/``to_k``/``to_v``/``to_out.0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flax import nnx
+
+from rewardedit_jax.convert import model_dir
+from rewardedit_jax.convert.mapping import export_state, finish_loaded, load_into
+from rewardedit_jax.convert.weights import (
+    DIFFUSERS_STEM,
+    ConversionError,
+    WeightReader,
+    open_weights,
+    read_json,
+    save_safetensors,
+    write_json,
+)
+from rewardedit_jax.models.layers import UnsupportedConfigError
+from rewardedit_jax.models.vae import AutoencoderKL, VAEConfig
+
+CLASS_NAME = "AutoencoderKL"
+RENAMES = ()
+LEGACY_ATTENTION_RENAMES = (
+    (r"(mid_block\.attentions\.\d+)\.to_q$", r"\1.query"),
+    (r"(mid_block\.attentions\.\d+)\.to_k$", r"\1.key"),
+    (r"(mid_block\.attentions\.\d+)\.to_v$", r"\1.value"),
+    (r"(mid_block\.attentions\.\d+)\.to_out\.0$", r"\1.proj_attn"),
+)
+
+
+def vae_config(config: Mapping[str, Any], source: Path) -> VAEConfig:
+    try:
+        return VAEConfig.from_diffusers(config)
+    except UnsupportedConfigError as e:
+        raise ConversionError(f"{source}: {e}") from None
+
+
+def build_abstract(cfg: VAEConfig, compute_dtype=None) -> AutoencoderKL:
+    return nnx.eval_shape(lambda: AutoencoderKL(cfg, rngs=nnx.Rngs(0), dtype=compute_dtype))
+
+
+def _renames_for(reader: WeightReader):
+    legacy = any(".mid_block.attentions." in k and ".proj_attn." in k for k in reader.keys())
+    return LEGACY_ATTENTION_RENAMES if legacy else RENAMES
+
+
+def load_diffusers_vae(folder: Path, *, param_dtype=None, compute_dtype=None) -> tuple[AutoencoderKL, dict]:
+    """Load a diffusers ``vae/`` folder (config.json + weights). Returns the model and its config dict."""
+    folder = Path(folder)
+    config = read_json(folder / "config.json")
+    cfg = vae_config(config, folder / "config.json")
+    with open_weights(folder, (DIFFUSERS_STEM,)) as reader:
+        model = build_abstract(cfg, compute_dtype)
+        load_into(model, reader, renames=_renames_for(reader), source=str(folder))
+    return finish_loaded(model, param_dtype), config
+
+
+def diffusers_config_for(model: AutoencoderKL, base: Mapping[str, Any] | None) -> dict:
+    """The diffusers config.json for ``model``: ``base`` (the imported one) updated to the model."""
+    cfg = model.config
+    n = len(cfg.block_out_channels)
+    config = dict(base or {})
+    config.update(
+        {
+            "_class_name": CLASS_NAME,
+            "in_channels": cfg.in_channels,
+            "out_channels": cfg.out_channels,
+            "down_block_types": ["DownEncoderBlock2D"] * n,
+            "up_block_types": ["UpDecoderBlock2D"] * n,
+            "block_out_channels": list(cfg.block_out_channels),
+            "layers_per_block": cfg.layers_per_block,
+            "act_fn": config.get("act_fn", "silu"),
+            "latent_channels": cfg.latent_channels,
+            "norm_num_groups": cfg.norm_num_groups,
+            "scaling_factor": cfg.scaling_factor,
+            "use_quant_conv": cfg.use_quant_conv,
+            "use_post_quant_conv": cfg.use_post_quant_conv,
+            "mid_block_add_attention": cfg.mid_block_add_attention,
+        }
+    )
+    return config
+
+
+def save_diffusers_vae(model: AutoencoderKL, dst: Path, config: Mapping[str, Any] | None) -> None:
+    """Write ``dst/config.json`` and ``dst/diffusion_pytorch_model.safetensors`` (float32)."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    tensors = dict(export_state(model, renames=RENAMES))
+    save_safetensors(dst / f"{DIFFUSERS_STEM}.safetensors", tensors, metadata={"format": "pt"})
+    write_json(dst / "config.json", diffusers_config_for(model, config))
+
+
+def save_flax_vae(model: AutoencoderKL, component_dir: Path, config: Mapping[str, Any] | None) -> None:
+    model_dir.write_component_config(component_dir, diffusers_config_for(model, config))
+    model_dir.save_params(component_dir, model)
+
+
+def load_flax_vae(component_dir: Path, *, param_dtype=None, compute_dtype=None) -> tuple[AutoencoderKL, dict]:
+    config, _ = model_dir.component_config(component_dir)
+    cfg = vae_config(config, Path(component_dir) / "config.json")
+    model = build_abstract(cfg, compute_dtype)
+    model_dir.restore_params(component_dir, model)
+    return finish_loaded(model, param_dtype), config

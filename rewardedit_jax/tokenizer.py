@@ -1,0 +1,89 @@
+"""The CLIP tokenizer of Stable Diffusion, for instructions and reward feedback texts.
+
+A thin wrapper over transformers' ``CLIPTokenizer`` read from a local ``tokenizer/`` folder (never the
+hub) that produces what the text encoder takes: ``int32`` ids of shape (B, max_length), padded to
+``max_length`` and truncated, with start/end-of-text tokens (REFERENCE.md section 2: length 77, pad to
+max length, truncate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rewardedit_jax.convert.weights import ConversionError
+
+REQUIRED_FILES = ("vocab.json", "merges.txt")
+_UNSET_MAX_LENGTH = 10**6  # transformers' stand-in for "no model_max_length" is far larger
+
+
+class Tokenizer:
+    """``tokenizer(texts) -> np.int32 (B, max_length)``; also ``tokenize``, the same."""
+
+    def __init__(self, clip_tokenizer, max_length: int):
+        self.backend = clip_tokenizer
+        self.max_length = int(max_length)
+
+    @property
+    def bos_token_id(self) -> int:
+        return int(self.backend.bos_token_id)
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self.backend.eos_token_id)
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.backend.pad_token_id)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.backend)
+
+    def tokenize(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Token ids (B, max_length), int32; a single string gives B = 1."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("tokenize expects a string or a sequence of strings")
+        encoded = self.backend(texts, padding="max_length", max_length=self.max_length, truncation=True)
+        ids = np.asarray(encoded["input_ids"], dtype=np.int32)
+        return ids.reshape(len(texts), self.max_length)
+
+    __call__ = tokenize
+
+
+def load_tokenizer(folder: str | Path, *, max_length: int | None = None) -> Tokenizer:
+    """Load the CLIP tokenizer of ``folder`` (a ``tokenizer/`` folder, or a pipeline folder holding one).
+
+    ``max_length`` defaults to the tokenizer's ``model_max_length`` (77 for Stable Diffusion).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConversionError(f"{folder}: tokenizer folder not found")
+    if not (folder / REQUIRED_FILES[0]).is_file() and (folder / "tokenizer").is_dir():
+        folder = folder / "tokenizer"
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ConversionError(f"{folder}: not a CLIP tokenizer folder (no {', '.join(missing)})")
+    from transformers import CLIPTokenizer
+
+    try:
+        backend = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:
+        message = " ".join(str(e).split())[:300]
+        raise ConversionError(f"{folder}: cannot load the CLIP tokenizer ({message})") from None
+    if max_length is None:
+        max_length = backend.model_max_length
+        if max_length is None or max_length >= _UNSET_MAX_LENGTH:
+            raise ConversionError(
+                f"{folder}: tokenizer_config.json sets no model_max_length; pass max_length (77 for SD)"
+            )
+    if max_length < 2:
+        raise ConversionError(
+            f"{folder}: max_length {max_length} leaves no room for start/end-of-text tokens"
+        )
+    return Tokenizer(backend, max_length)
