@@ -15,7 +15,8 @@ import numpy as np
 
 from rewardedit_jax.convert.weights import ConversionError
 
-REQUIRED_FILES = ("vocab.json", "merges.txt")
+REQUIRED_FILES = ("vocab.json", "merges.txt")  # the slow-tokenizer files (transformers 4.x layout)
+FAST_FILE = "tokenizer.json"  # what transformers 5 saves instead
 _UNSET_MAX_LENGTH = 10**6  # transformers' stand-in for "no model_max_length" is far larger
 
 
@@ -64,11 +65,17 @@ def load_tokenizer(folder: str | Path, *, max_length: int | None = None) -> Toke
     folder = Path(folder)
     if not folder.is_dir():
         raise ConversionError(f"{folder}: tokenizer folder not found")
-    if not (folder / REQUIRED_FILES[0]).is_file() and (folder / "tokenizer").is_dir():
+
+    def has_files(f: Path) -> bool:
+        return (f / FAST_FILE).is_file() or all((f / name).is_file() for name in REQUIRED_FILES)
+
+    if not has_files(folder) and (folder / "tokenizer").is_dir():
         folder = folder / "tokenizer"
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if missing:
-        raise ConversionError(f"{folder}: not a CLIP tokenizer folder (no {', '.join(missing)})")
+    if not has_files(folder):
+        missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+        raise ConversionError(
+            f"{folder}: not a CLIP tokenizer folder (no {FAST_FILE}, no {', '.join(missing)})"
+        )
     from transformers import CLIPTokenizer
 
     try:

@@ -20,12 +20,16 @@ import math
 
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
+from diffusers import StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+
+# diffusers' pipeline loader resolves a model_index.json entry ["rewardedit_jax.torch_compat", CLASS] by
+# looking up the loadable base classes (ModelMixin) in this module's namespace.
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
-__all__ = ["RewardUNet2DConditionModel"]
+__all__ = ["RewardEditPipeline", "RewardUNet2DConditionModel"]
 
 _REWARD_DEFAULTS = {"reward_score_embed_dim": 256, "reward_num_heads": 8}
 
@@ -214,3 +218,79 @@ RewardUNet2DConditionModel.__init__.__signature__ = _base.replace(
         for name, default in _REWARD_DEFAULTS.items()
     ]
 )
+
+
+class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
+    """InstructPix2Pix editing with a reward U-Net, the official inference recipe (REFERENCE.md section 4).
+
+    Three CFG branches (text+image, empty+image, empty+no image), all with the same reward condition:
+    scores (default 5, 5, 5) and the pooled CLIP embedding of the feedback text (default
+    ``"None; None; None"``)::
+
+        pipe = RewardEditPipeline.from_pretrained(exported_dir)
+        edited = pipe("make it snowy", image, num_inference_steps=30).images[0]
+    """
+
+    def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = self.tokenizer(
+            texts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self._execution_device)
+        out = self.text_encoder(ids)
+        return out.last_hidden_state, out.pooler_output
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        image,
+        *,
+        reward_scores: tuple[float, float, float] = (5.0, 5.0, 5.0),
+        feedback: str = "None; None; None",
+        num_inference_steps: int = 30,
+        guidance_scale: float = 7.5,
+        image_guidance_scale: float = 1.5,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+    ):
+        from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+
+        if not isinstance(self.unet, RewardUNet2DConditionModel):
+            raise TypeError("RewardEditPipeline needs a RewardUNet2DConditionModel; use the stock pipeline")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        batch = len(prompts)
+        device = self._execution_device
+        text, _ = self._encode_texts(prompts)
+        empty, _ = self._encode_texts([""] * batch)
+        _, feedback_embeds = self._encode_texts([feedback] * batch)
+        scores = torch.tensor([list(reward_scores)] * batch, dtype=text.dtype, device=device)
+
+        pixels = self.image_processor.preprocess(image).to(device=device, dtype=self.vae.dtype)
+        if pixels.shape[0] == 1 and batch > 1:
+            pixels = pixels.repeat(batch, 1, 1, 1)
+        image_latents = self.vae.encode(pixels).latent_dist.mode()  # unscaled (IP2P convention)
+        branch_images = torch.cat([image_latents, image_latents, torch.zeros_like(image_latents)])
+        branch_texts = torch.cat([text, empty, empty])
+        reward = {"reward_scores": scores.repeat(3, 1), "negative_embeds": feedback_embeds.repeat(3, 1)}
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if latents is None:
+            shape = (batch, self.vae.config.latent_channels) + tuple(image_latents.shape[2:])
+            latents = torch.randn(shape, generator=generator, device=device, dtype=text.dtype)
+        latents = latents.to(device) * self.scheduler.init_noise_sigma
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_in = self.scheduler.scale_model_input(torch.cat([latents] * 3), t)
+            model_in = torch.cat([model_in, branch_images], dim=1)
+            eps = self.unet(model_in, t, branch_texts, added_cond_kwargs=reward).sample
+            e_text, e_image, e_uncond = eps.chunk(3)
+            eps = e_uncond + guidance_scale * (e_text - e_image) + image_guidance_scale * (e_image - e_uncond)
+            latents = self.scheduler.step(eps, t, latents, generator=generator).prev_sample
+        if output_type == "latent":
+            return StableDiffusionPipelineOutput(images=latents, nsfw_content_detected=None)
+        decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        images = self.image_processor.postprocess(decoded, output_type=output_type)
+        return StableDiffusionPipelineOutput(images=images, nsfw_content_detected=None)

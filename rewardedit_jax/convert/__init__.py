@@ -14,19 +14,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from rewardedit_jax.convert import model_dir
-from rewardedit_jax.convert.unet import (
-    add_reward_conditioning,
-    expand_input_channels,
-    load_diffusers_unet,
-    load_flax_unet,
-)
+from rewardedit_jax.convert.pipeline import Pipeline, load_model_component, load_pipeline
+from rewardedit_jax.convert.unet import add_reward_conditioning, expand_input_channels
 from rewardedit_jax.convert.weights import ConversionError
 
 __all__ = [
     "ConversionError",
+    "Pipeline",
     "add_reward_conditioning",
     "expand_input_channels",
+    "load_pipeline",
+    "load_text_encoder",
+    "load_tokenizer",
     "load_unet",
+    "load_vae",
     "resolve_component",
 ]
 
@@ -57,15 +58,35 @@ def resolve_component(path: str | Path, component: str) -> tuple[Path, str]:
     raise ConversionError(f"{path}: neither a diffusers folder nor a Flax model directory (no config.json)")
 
 
+def _load(path, component: str, param_dtype, compute_dtype):
+    folder, kind = resolve_component(path, component)
+    layout = "component"
+    return load_model_component(
+        folder, component, layout, param_dtype=param_dtype, compute_dtype=compute_dtype
+    )[0]
+
+
 def load_unet(path: str | Path, *, param_dtype=None, compute_dtype=None):
     """Load a U-Net (stock or reward-conditioned) in inference mode.
 
-    ``param_dtype`` casts the stored parameters (default: as stored, float32 for diffusers weights);
-    ``compute_dtype`` (e.g. ``jnp.bfloat16``) sets the activation dtype.
+    ``path``: a diffusers ``unet/`` or pipeline folder, or a Flax model directory. ``param_dtype`` casts
+    the stored parameters (default: as stored); ``compute_dtype`` (e.g. ``jnp.bfloat16``) sets activations.
     """
-    folder, kind = resolve_component(path, "unet")
-    if kind == "flax":
-        model, _ = load_flax_unet(folder, param_dtype=param_dtype, compute_dtype=compute_dtype)
-    else:
-        model, _ = load_diffusers_unet(folder, param_dtype=param_dtype, compute_dtype=compute_dtype)
-    return model
+    return _load(path, "unet", param_dtype, compute_dtype)
+
+
+def load_vae(path: str | Path, *, param_dtype=None, compute_dtype=None):
+    """Load the VAE of a diffusers ``vae/`` or pipeline folder, or of a Flax model directory."""
+    return _load(path, "vae", param_dtype, compute_dtype)
+
+
+def load_text_encoder(path: str | Path, *, param_dtype=None, compute_dtype=None):
+    """Load the CLIP text encoder of a ``text_encoder/`` or pipeline folder, or of a Flax directory."""
+    return _load(path, "text_encoder", param_dtype, compute_dtype)
+
+
+def load_tokenizer(path: str | Path):
+    """The CLIP tokenizer of a ``tokenizer/`` folder or of a pipeline folder / Flax model directory."""
+    from rewardedit_jax.tokenizer import load_tokenizer as _load_tokenizer
+
+    return _load_tokenizer(path)

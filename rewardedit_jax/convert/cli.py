@@ -17,94 +17,60 @@ import sys
 import time
 from pathlib import Path
 
-from rewardedit_jax.convert import model_dir, resolve_component
-from rewardedit_jax.convert.unet import (
-    load_diffusers_unet,
-    load_flax_unet,
-    save_diffusers_unet,
-    save_flax_unet,
-)
+from rewardedit_jax.convert import pipeline
 from rewardedit_jax.convert.weights import ConversionError, atomic_directory
-
-COMPONENTS = ("unet",)
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _source_components(src: Path) -> tuple[list[str], str]:
-    """Components found under ``src`` and its layout (``pipeline`` or ``component``)."""
-    if model_dir.is_model_dir(src):
-        manifest = model_dir.read_manifest(src)
-        return list(manifest["components"]), manifest.get("layout", "pipeline")
-    if (src / "model_index.json").is_file() or any((src / c / "config.json").is_file() for c in COMPONENTS):
-        found = [c for c in COMPONENTS if (src / c / "config.json").is_file()]
-        if not found:
-            raise ConversionError(f"{src}: the pipeline folder has none of the components {COMPONENTS}")
-        return found, "pipeline"
-    if (src / "config.json").is_file():
-        return ["unet"], "component"
-    if not src.exists():
-        raise ConversionError(f"{src}: no such model folder")
-    raise ConversionError(f"{src}: neither a diffusers folder nor a Flax model directory (no config.json)")
-
-
-def _load(src: Path, component: str, **kwargs):
-    folder, kind = resolve_component(src, component)
-    if kind == "flax":
-        return load_flax_unet(folder)
-    return load_diffusers_unet(folder, **kwargs)
-
-
 def cmd_import(args) -> int:
     src, dst = Path(args.src), Path(args.dst)
-    components, layout = _source_components(src)
     t0 = time.perf_counter()
-    loaded = {}
-    for name in components:
-        _log(f"reading {name} from {src}")
-        kwargs = {"in_channels": args.in_channels} if name == "unet" and args.in_channels else {}
-        loaded[name] = _load(src, name, **kwargs)
+    pipeline.layout_of(src)  # fail on a bad source before creating anything
     with atomic_directory(dst, overwrite=args.overwrite) as tmp:
-        for name, (model, config) in loaded.items():
-            _log(f"writing {name} to {dst / name}")
-            save_flax_unet(model, tmp / name, config)
-        model_dir.write_manifest(tmp, list(loaded), source=str(src.absolute()), layout=layout)
-    _log(f"imported {', '.join(loaded)} into {dst} in {time.perf_counter() - t0:.1f}s")
+        components = pipeline.import_folder(src, tmp, in_channels=args.in_channels, log=_log)
+    _log(f"imported {', '.join(components)} into {dst} in {time.perf_counter() - t0:.1f}s")
     return 0
 
 
 def cmd_export(args) -> int:
     src, dst = Path(args.src), Path(args.dst)
-    components, layout = _source_components(src)
-    loaded = {name: _load(src, name) for name in components}
+    t0 = time.perf_counter()
+    pipeline.layout_of(src)
     with atomic_directory(dst, overwrite=args.overwrite) as tmp:
-        for name, (model, config) in loaded.items():
-            target = tmp if layout == "component" else tmp / name
-            _log(f"writing {name} to {dst if layout == 'component' else dst / name}")
-            save_diffusers_unet(model, target, config)
-    _log(f"exported {', '.join(loaded)} to {dst}")
+        components = pipeline.export_folder(src, tmp, log=_log)
+    _log(f"exported {', '.join(components)} to {dst} in {time.perf_counter() - t0:.1f}s")
     return 0
 
 
 def cmd_check(args) -> int:
-    from rewardedit_jax.convert.parity import check_unet
+    from rewardedit_jax.convert.parity import CHECKS
 
     src = Path(args.src)
-    components, _ = _source_components(src)
+    components, layout = pipeline.layout_of(src)
+    if pipeline.model_dir.is_model_dir(src):
+        raise ConversionError(
+            f"{src}: check needs the diffusers (PyTorch) folder as SRC; pass --against FLAX_DIR"
+        )
     against = Path(args.against) if args.against else None
+    if against is not None:
+        against_components, against_layout = pipeline.layout_of(against)
     failed = False
     print(f"checking {src} (rtol {args.rtol:g})")
     for name in components:
-        torch_folder, kind = resolve_component(src, name)
-        if kind == "flax":
-            raise ConversionError(
-                f"{src}: check needs the diffusers (PyTorch) folder as SRC; pass --against FLAX_DIR"
-            )
-        flax_model, _ = _load(against, name) if against else _load(src, name)
-        for result in check_unet(torch_folder, flax_model, seed=args.seed):
-            print(result.line(args.rtol))
+        if name not in CHECKS:
+            continue
+        torch_folder = src if layout == "component" else src / name
+        if against is not None:
+            if name not in against_components:
+                raise ConversionError(f"{against}: no {name} component to compare")
+            flax_model, _ = pipeline.load_model_component(against, name, against_layout)
+        else:
+            flax_model, _ = pipeline.load_model_component(src, name, layout)
+        for result in CHECKS[name](torch_folder, flax_model, seed=args.seed):
+            print(result.line(args.rtol), flush=True)
             failed |= not result.ok(args.rtol)
     print("FAILED" if failed else "all components within tolerance")
     return 1 if failed else 0
@@ -116,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("import", help="diffusers folder -> Flax model directory")
-    p.add_argument("src", help="diffusers pipeline folder or unet/ folder")
+    p.add_argument("src", help="diffusers pipeline folder or a single unet/ folder")
     p.add_argument("dst", help="Flax model directory to create")
     p.add_argument(
         "--in-channels",

@@ -116,3 +116,65 @@ def check_unet(torch_folder: Path, flax_model, *, seed: int = 0) -> list[ParityR
     torch_model = load_torch_unet(torch_folder, flax_model.has_reward)
     inputs = unet_inputs(flax_model.config, seed=seed)
     return [compare("unet", "eps", run_flax_unet(flax_model, inputs), run_torch_unet(torch_model, inputs))]
+
+
+def _jit_method(model, method: str):
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def call(state, *args):
+        return getattr(nnx.merge(graphdef, state), method)(*args)
+
+    return lambda *args: call(state, *args)
+
+
+def check_vae(torch_folder: Path, flax_model, *, seed: int = 0) -> list[ParityResult]:
+    """Encoder posterior (mean, logvar) and decoder output on random images/latents."""
+    import torch
+    from diffusers import AutoencoderKL
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    torch_model = AutoencoderKL.from_pretrained(str(torch_folder), torch_dtype=torch.float32).eval()
+    cfg = flax_model.config
+    rng = np.random.default_rng(seed)
+    size = cfg.downsample_factor * 4
+    images = rng.uniform(-1, 1, (2, size, size, cfg.in_channels)).astype(np.float32)
+    latents = rng.standard_normal((2, 4, 4, cfg.latent_channels)).astype(np.float32)
+    mean, logvar = _jit_method(flax_model, "encode")(jnp.asarray(images))
+    decoded = _jit_method(flax_model, "decode")(jnp.asarray(latents))
+    with torch.no_grad():
+        posterior = torch_model.encode(torch.from_numpy(nhwc_to_nchw(images))).latent_dist
+        ref_decoded = torch_model.decode(torch.from_numpy(nhwc_to_nchw(latents))).sample
+    return [
+        compare("vae", "encode.mean", mean, nchw_to_nhwc(posterior.mean.numpy())),
+        compare("vae", "encode.logvar", logvar, nchw_to_nhwc(posterior.logvar.numpy())),
+        compare("vae", "decode", decoded, nchw_to_nhwc(ref_decoded.numpy())),
+    ]
+
+
+def check_text_encoder(torch_folder: Path, flax_model, *, seed: int = 0) -> list[ParityResult]:
+    """Last hidden state and pooled output on random token ids ending in end-of-text."""
+    import torch
+    from transformers import CLIPTextModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    torch_model = CLIPTextModel.from_pretrained(str(torch_folder), torch_dtype=torch.float32).eval()
+    cfg = torch_model.config
+    rng = np.random.default_rng(seed)
+    length = min(16, cfg.max_position_embeddings)
+    eos = cfg.eos_token_id if cfg.eos_token_id is not None else cfg.vocab_size - 1
+    ids = rng.integers(0, min(cfg.vocab_size, eos if eos > 2 else cfg.vocab_size) - 1, (2, length))
+    ids[:, -3:] = eos
+    ids = ids.astype(np.int32)
+    hidden, pooled = _jit_method(flax_model, "__call__")(jnp.asarray(ids))
+    with torch.no_grad():
+        out = torch_model(torch.from_numpy(ids.astype(np.int64)))
+    return [
+        compare("text_encoder", "last_hidden", hidden, out.last_hidden_state.numpy()),
+        compare("text_encoder", "pooled", pooled, out.pooler_output.numpy()),
+    ]
+
+
+CHECKS = {"unet": check_unet, "vae": check_vae, "text_encoder": check_text_encoder}

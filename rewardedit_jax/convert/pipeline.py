@@ -1,0 +1,241 @@
+"""Whole Stable Diffusion pipelines: diffusers folder <-> Flax model directory, and ``load_pipeline``.
+
+A pipeline is ``unet/``, ``vae/``, ``text_encoder/`` (models, converted), ``tokenizer/`` and
+``scheduler/`` (configuration files, copied verbatim) and ``model_index.json``. Exports load with
+``diffusers.StableDiffusionInstructPix2PixPipeline.from_pretrained`` (stock U-Net) or
+``rewardedit_jax.torch_compat.RewardEditPipeline.from_pretrained`` (reward U-Net).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rewardedit_jax.convert import clip_text, model_dir, unet, vae
+from rewardedit_jax.convert.weights import ConversionError, read_json, write_json
+from rewardedit_jax.schedule import NoiseSchedule, ScheduleError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelComponent:
+    load_diffusers: Callable[..., tuple[Any, dict]]
+    save_diffusers: Callable[[Any, Path, dict | None], None]
+    load_flax: Callable[..., tuple[Any, dict]]
+    save_flax: Callable[[Any, Path, dict | None], None]
+
+
+MODELS = {
+    "unet": ModelComponent(
+        unet.load_diffusers_unet, unet.save_diffusers_unet, unet.load_flax_unet, unet.save_flax_unet
+    ),
+    "vae": ModelComponent(
+        vae.load_diffusers_vae, vae.save_diffusers_vae, vae.load_flax_vae, vae.save_flax_vae
+    ),
+    "text_encoder": ModelComponent(
+        clip_text.load_diffusers_text_encoder,
+        clip_text.save_diffusers_text_encoder,
+        clip_text.load_flax_text_encoder,
+        clip_text.save_flax_text_encoder,
+    ),
+}
+FILES = ("tokenizer", "scheduler")
+COMPONENTS = tuple(MODELS) + FILES
+PIPELINE_CLASS = "StableDiffusionInstructPix2PixPipeline"
+REWARD_UNET_ENTRY = ["rewardedit_jax.torch_compat", "RewardUNet2DConditionModel"]
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """The loaded components of an editing pipeline (Flax models plus tokenizer and noise schedule)."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict
+    noise_schedule: NoiseSchedule
+    path: Path
+
+
+def layout_of(src: Path) -> tuple[list[str], str]:
+    """The components under ``src`` and whether it is a ``pipeline`` or a single ``component`` (unet)."""
+    src = Path(src)
+    if not src.exists():
+        raise ConversionError(f"{src}: no such model folder")
+    if not src.is_dir():
+        raise ConversionError(f"{src}: not a folder")
+    if model_dir.is_model_dir(src):
+        manifest = model_dir.read_manifest(src)
+        return list(manifest["components"]), manifest.get("layout", "pipeline")
+    index = src / "model_index.json"
+    if index.is_file():
+        listed = read_json(index)
+        found = []
+        for name in COMPONENTS:
+            entry = listed.get(name)
+            if entry is None or (isinstance(entry, list) and entry[0] is None):
+                continue
+            if not (src / name).is_dir():
+                raise ConversionError(
+                    f"{src}: component {name!r} is listed in model_index.json but {name}/ is missing"
+                )
+            found.append(name)
+        if "unet" not in found:
+            raise ConversionError(f"{src}: the pipeline has no unet component")
+        return found, "pipeline"
+    found = [name for name in COMPONENTS if (src / name).is_dir()]
+    if found:
+        if "unet" not in found:
+            raise ConversionError(f"{src}: the pipeline folder has no unet/ component")
+        return found, "pipeline"
+    if (src / "config.json").is_file():
+        return ["unet"], "component"
+    raise ConversionError(f"{src}: neither a diffusers folder nor a Flax model directory (no config.json)")
+
+
+def _component_dir(src: Path, name: str, layout: str) -> Path:
+    return Path(src) if layout == "component" else Path(src) / name
+
+
+def load_model_component(src: Path, name: str, layout: str | None = None, **kwargs) -> tuple[Any, dict]:
+    """Load one model component (``unet``, ``vae``, ``text_encoder``) from a diffusers or Flax folder."""
+    if layout is None:
+        _, layout = layout_of(src)
+    folder = _component_dir(src, name, layout)
+    if not (folder / "config.json").is_file():
+        raise ConversionError(f"{folder}: component {name!r} has no config.json")
+    io = MODELS[name]
+    if model_dir.is_model_dir(src) or (folder / "params").is_dir():
+        kwargs.pop("in_channels", None)
+        return io.load_flax(folder, **kwargs)
+    return io.load_diffusers(folder, **kwargs)
+
+
+def _validate_files(src: Path, name: str) -> None:
+    folder = Path(src) / name
+    if name == "scheduler":
+        try:
+            NoiseSchedule.from_scheduler_config(read_json(folder / "scheduler_config.json"))
+        except ScheduleError as e:
+            raise ConversionError(f"{folder / 'scheduler_config.json'}: {e}") from None
+    elif name == "tokenizer":
+        from rewardedit_jax.tokenizer import load_tokenizer
+
+        load_tokenizer(folder)
+
+
+def _copy_files(src: Path, dst: Path, name: str) -> None:
+    _validate_files(src, name)
+    shutil.copytree(Path(src) / name, Path(dst) / name, ignore=shutil.ignore_patterns("params"))
+
+
+def import_folder(src: Path, tmp: Path, *, in_channels: int | None = None, log=print) -> list[str]:
+    """Convert the diffusers folder ``src`` into the (temporary) Flax model directory ``tmp``."""
+    src = Path(src)
+    components, layout = layout_of(src)
+    models = {}
+    for name in components:  # read and validate everything before writing anything
+        if name in MODELS:
+            log(f"reading {name} from {_component_dir(src, name, layout)}")
+            kwargs = {"in_channels": in_channels} if name == "unet" and in_channels else {}
+            models[name] = load_model_component(src, name, layout, **kwargs)
+        else:
+            _validate_files(src, name)
+    for name in components:
+        if name in MODELS:
+            log(f"writing {name}")
+            model, config = models[name]
+            MODELS[name].save_flax(model, tmp / name, config)
+        else:
+            _copy_files(src, tmp, name)
+    if (src / "model_index.json").is_file():
+        shutil.copy(src / "model_index.json", tmp / "model_index.json")
+    model_dir.write_manifest(tmp, components, source=str(src.absolute()), layout=layout)
+    return components
+
+
+def model_index_for(components: dict[str, Any], scheduler_class: str | None, base: dict | None) -> dict:
+    """``model_index.json`` of an export: the imported one, made consistent with what is written."""
+    index = dict(base or {})
+    unet_model = components.get("unet")
+    index["_class_name"] = (
+        PIPELINE_CLASS
+        if unet_model.config.in_channels == 8
+        else index.get("_class_name", "StableDiffusionPipeline")
+    )
+    # Components this project does not convert are not exported; the pipelines accept them absent.
+    index["safety_checker"] = index["feature_extractor"] = [None, None]
+    if "image_encoder" in index:
+        index["image_encoder"] = [None, None]
+    index["requires_safety_checker"] = False
+    index["unet"] = REWARD_UNET_ENTRY if unet_model.has_reward else ["diffusers", "UNet2DConditionModel"]
+    if "vae" in components:
+        index["vae"] = ["diffusers", "AutoencoderKL"]
+    if "text_encoder" in components:
+        index["text_encoder"] = ["transformers", "CLIPTextModel"]
+    if scheduler_class:
+        index["scheduler"] = ["diffusers", scheduler_class]
+    index.setdefault("tokenizer", ["transformers", "CLIPTokenizer"])
+    return index
+
+
+def export_folder(src: Path, tmp: Path, *, log=print) -> list[str]:
+    """Write the model at ``src`` (Flax model directory or diffusers folder) as a diffusers folder."""
+    src = Path(src)
+    components, layout = layout_of(src)
+    models = {name: load_model_component(src, name, layout) for name in components if name in MODELS}
+    if layout == "component":
+        model, config = models["unet"]
+        log(f"writing unet to {tmp}")
+        MODELS["unet"].save_diffusers(model, tmp, config)
+        return components
+    for name, (model, config) in models.items():
+        log(f"writing {name}")
+        MODELS[name].save_diffusers(model, tmp / name, config)
+    scheduler_class = None
+    for name in FILES:
+        if name in components:
+            _copy_files(src, tmp, name)
+            if name == "scheduler":
+                scheduler_class = read_json(tmp / name / "scheduler_config.json").get("_class_name")
+    base = read_json(src / "model_index.json") if (src / "model_index.json").is_file() else None
+    write_json(
+        tmp / "model_index.json", model_index_for({k: v[0] for k, v in models.items()}, scheduler_class, base)
+    )
+    return components
+
+
+def load_pipeline(path: str | Path, *, param_dtype=None, compute_dtype=None) -> Pipeline:
+    """Load a whole editing pipeline from a diffusers folder or a Flax model directory.
+
+    Requires all of ``unet``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler``.
+    """
+    from rewardedit_jax.tokenizer import load_tokenizer
+
+    path = Path(path)
+    components, layout = layout_of(path)
+    missing = [c for c in COMPONENTS if c not in components]
+    if layout == "component" or missing:
+        raise ConversionError(
+            f"{path}: not a whole pipeline (missing {', '.join(missing) or 'all but unet'})"
+        )
+    kwargs = {"param_dtype": param_dtype, "compute_dtype": compute_dtype}
+    models = {name: load_model_component(path, name, layout, **kwargs)[0] for name in MODELS}
+    scheduler_path = path / "scheduler" / "scheduler_config.json"
+    scheduler_config = read_json(scheduler_path)
+    try:
+        schedule = NoiseSchedule.from_scheduler_config(scheduler_config)
+    except ScheduleError as e:
+        raise ConversionError(f"{scheduler_path}: {e}") from None
+    return Pipeline(
+        unet=models["unet"],
+        vae=models["vae"],
+        text_encoder=models["text_encoder"],
+        tokenizer=load_tokenizer(path / "tokenizer"),
+        scheduler_config=scheduler_config,
+        noise_schedule=schedule,
+        path=path,
+    )

@@ -1,0 +1,51 @@
+"""One process of the 2-process JAX CPU test (REFERENCE.md section 6): reads its shard, builds global arrays.
+
+Usage: python multiprocess_shards_worker.py PROCESS_ID PORT DATA_DIR OUT_JSON
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+
+def main(process_id: int, port: int, data_dir: str, out: str) -> None:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
+    from jax.experimental import multihost_utils
+
+    from rewardedit_jax.data import make_dataset, make_global_batch
+
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    # shard_index / shard_count default to jax.process_index() / jax.process_count().
+    iterator = make_dataset(
+        "synthetic_edit/tiny",
+        "train",
+        data_dir=data_dir,
+        global_batch_size=8,
+        resolution=32,
+        seed=5,
+        num_epochs=1,
+        read_threads=0,
+    )
+    local_indices, global_indices, global_shape = [], [], None
+    for batch in iterator:
+        local_indices += batch["record_index"].tolist()
+        arrays = make_global_batch(batch, mesh)
+        global_shape = list(arrays["source_image"].shape)
+        gathered = multihost_utils.process_allgather(arrays["record_index"], tiled=True)
+        global_indices.append(np.asarray(gathered).tolist())
+    result = {
+        "global_devices": jax.device_count(),
+        "local_indices": local_indices,
+        "global_indices": global_indices,
+        "global_shape": global_shape,
+    }
+    with open(out, "w") as f:
+        json.dump(result, f)
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

@@ -1,0 +1,47 @@
+"""A tiny random InstructPix2Pix pipeline (stock or reward U-Net) saved by diffusers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fixtures_sd import save_tiny_sd_components
+from fixtures_unet import IP2P_LIKE, REWARD_LIKE, make_torch_unet
+
+SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "steps_offset": 1,
+}
+
+
+def save_tiny_ip2p_pipeline(dst: Path, *, reward: bool = False, seed: int = 0) -> Path:
+    """Write a whole diffusers pipeline folder (unet, vae, text_encoder, tokenizer, scheduler)."""
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
+    from transformers import CLIPTokenizer
+
+    dst = Path(dst)
+    parts = dst.parent / f".{dst.name}-parts"
+    save_tiny_sd_components(parts, seed=seed)
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    config = dict(REWARD_LIKE if reward else IP2P_LIKE, cross_attention_dim=32)
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=AutoencoderKL.from_pretrained(str(parts / "vae")),
+        text_encoder=CLIPTextModel.from_pretrained(str(parts / "text_encoder")),
+        tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")),
+        unet=make_torch_unet(config, reward=reward, seed=seed),
+        scheduler=EulerAncestralDiscreteScheduler(**SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(dst))
+    if reward:  # the importable location of the reward U-Net class
+        index = json.loads((dst / "model_index.json").read_text())
+        index["unet"] = ["rewardedit_jax.torch_compat", "RewardUNet2DConditionModel"]
+        (dst / "model_index.json").write_text(json.dumps(index))
+    return dst

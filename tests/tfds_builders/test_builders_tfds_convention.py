@@ -1,0 +1,44 @@
+"""TFDS-convention tests (`tfds.testing.DatasetBuilderTestCase`) of the four builders on their dummy data.
+
+Each builds its dataset from `tfds_builders/<name>/dummy_data/` (written by
+`python -m rewardedit_jax.data.fixtures tfds_builders`) and checks the split sizes; the manual fixtures
+contain one bad entry per skip reason, so the sizes are the kept counts.
+"""
+
+import tensorflow_datasets as tfds
+
+from tfds_builders.instruct_pix2pix import instruct_pix2pix_dataset_builder
+from tfds_builders.real_edit import real_edit_dataset_builder
+from tfds_builders.reward_edit import reward_edit_dataset_builder
+from tfds_builders.synthetic_edit import synthetic_edit_dataset_builder
+
+
+class RewardEditTest(tfds.testing.DatasetBuilderTestCase):
+    DATASET_CLASS = reward_edit_dataset_builder.Builder
+    SPLITS = {"train": 4}  # 12 keys: 4 good, 8 bad (one per skip reason).
+
+
+class RewardEditFirstPairTest(tfds.testing.DatasetBuilderTestCase):
+    DATASET_CLASS = reward_edit_dataset_builder.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = [
+        reward_edit_dataset_builder.RewardEditConfig(name="first_pair", multi_pair_policy="first")
+    ]
+    SPLITS = {"train": 5}  # The folder with two pairs is resolved to its first pair.
+
+
+class InstructPix2PixTest(tfds.testing.DatasetBuilderTestCase):
+    DATASET_CLASS = instruct_pix2pix_dataset_builder.Builder
+    SPLITS = {"train": 3}
+
+
+class RealEditTest(tfds.testing.DatasetBuilderTestCase):
+    DATASET_CLASS = real_edit_dataset_builder.Builder
+    SPLITS = {"test": 13}
+
+
+class SyntheticEditTest(tfds.testing.DatasetBuilderTestCase):
+    DATASET_CLASS = synthetic_edit_dataset_builder.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = ["tiny"]
+    SPLITS = {"train": 48, "test": 16}
+    SKIP_CHECKSUMS = True
+    EXAMPLE_DIR = str(synthetic_edit_dataset_builder.__file__).rsplit("/", 1)[0]  # No dummy data needed.

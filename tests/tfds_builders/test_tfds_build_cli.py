@@ -1,0 +1,123 @@
+"""`tfds build` of every builder as a user runs it, from the fixture manual directories.
+
+The builds run as subprocesses in parallel (each imports TensorFlow, ~10 s); the fixtures hold one bad
+entry per skip reason, and the build summary recorded in the dataset metadata must count exactly those.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from rewardedit_jax.data import fixtures, manual
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TFDS = str(Path(sys.executable).with_name("tfds"))
+FIRST_PAIR = json.dumps({"name": "first_pair", "multi_pair_policy": "first"})
+BUILDS = {
+    "reward_edit": ["tfds_builders/reward_edit", "--manual_dir", "tfds_builders/reward_edit/dummy_data"],
+    "reward_edit_first_pair": [
+        "tfds_builders/reward_edit",
+        "--manual_dir",
+        "tfds_builders/reward_edit/dummy_data",
+        "--config",
+        FIRST_PAIR,
+    ],
+    "instruct_pix2pix": [
+        "tfds_builders/instruct_pix2pix",
+        "--manual_dir",
+        "tfds_builders/instruct_pix2pix/dummy_data",
+    ],
+    "real_edit": ["tfds_builders/real_edit", "--manual_dir", "tfds_builders/real_edit/dummy_data"],
+    "synthetic_edit": ["tfds_builders/synthetic_edit", "--config", "tiny"],
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """data_dir and the output of each `tfds build`, run in parallel."""
+    data_dir = tmp_path_factory.mktemp("tfds_cli")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
+    procs = {}
+    for name, args in BUILDS.items():
+        command = [TFDS, "build", *args, "--data_dir", str(data_dir / name), "--file_format", "array_record"]
+        procs[name] = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    outputs = {name: proc.communicate(timeout=300)[0] for name, proc in procs.items()}
+    for name, proc in procs.items():
+        assert proc.returncode == 0, f"tfds build {name} failed:\n{outputs[name][-4000:]}"
+    return data_dir, outputs
+
+
+def summary_of(data_dir, path):
+    return tfds.builder_from_directory(data_dir / path).info.metadata["build_summary"]
+
+
+def counts(summary):
+    return {"kept": summary["kept"], "skipped": summary["skipped"]}
+
+
+def test_reward_edit_build_keeps_and_skips_exactly_the_fixture_entries(built, tmp_path):
+    data_dir, outputs = built
+    expected = fixtures.write_reward_edit_dummy_data(tmp_path)
+    summary = summary_of(data_dir, "reward_edit/reward_edit/default/1.0.0")["train"]
+    assert counts(summary) == expected
+    assert (
+        summary["join"]["strategy"] == "folder" and summary["image_source"]["root"] == "clip-filtered-dataset"
+    )
+    assert "reward_edit [train] build summary: kept 4, skipped 8" in outputs["reward_edit"]
+
+    builder = tfds.builder_from_directory(data_dir / "reward_edit/reward_edit/default/1.0.0")
+    assert builder.info.splits["train"].num_examples == 4
+    examples = list(builder.as_data_source("train"))
+    assert sorted(e["key"].decode() for e in examples) == ["0000001", "0000002", "0000003", "0000004"]
+    example = examples[0]
+    assert example["source_image"].shape == example["edited_image"].shape == (32, 32, 3)
+    np.testing.assert_array_equal(example["reward_scores"], np.float32([4.5, 3, 2.5]))
+    assert [t.decode() for t in example["reward_texts"]] == list(fixtures.GOOD_TEXTS)
+
+
+def test_reward_edit_json_config_picks_the_first_pair_of_ambiguous_folders(built):
+    data_dir, _ = built
+    summary = summary_of(data_dir, "reward_edit_first_pair/reward_edit/first_pair/1.0.0")["train"]
+    assert summary["kept"] == 5 and summary["multi_pair_policy"] == "first"
+    assert "ambiguous_pairs" not in summary["skipped"]
+
+
+def test_instruct_pix2pix_build_counts(built, tmp_path):
+    data_dir, _ = built
+    expected = fixtures.write_instruct_pix2pix_dummy_data(tmp_path)
+    summary = summary_of(data_dir, "instruct_pix2pix/instruct_pix2pix/default/1.0.0")["train"]
+    assert counts(summary) == expected
+
+
+def test_real_edit_build_counts_and_edit_types(built, tmp_path):
+    data_dir, _ = built
+    expected = fixtures.write_real_edit_dummy_data(tmp_path)
+    path = data_dir / "real_edit/real_edit/1.0.0"
+    assert counts(summary_of(data_dir, "real_edit/real_edit/1.0.0")["test"]) == expected
+    examples = list(tfds.builder_from_directory(path).as_data_source("test"))
+    assert {e["edit_type"].decode() for e in examples} == set(manual.REAL_EDIT_TYPES)
+
+
+def test_synthetic_edit_build_has_both_splits_and_all_features(built):
+    data_dir, _ = built
+    builder = tfds.builder_from_directory(data_dir / "synthetic_edit/synthetic_edit/tiny/1.0.0")
+    assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 48, "test": 16}
+    reward_edit_features = [
+        "key",
+        "source_image",
+        "edited_image",
+        "instruction",
+        "reward_scores",
+        "reward_texts",
+    ]
+    assert set(builder.info.features) == {*reward_edit_features, "target_image", "edit_type"}
+    example = builder.as_data_source("test")[0]
+    np.testing.assert_array_equal(example["edited_image"], example["target_image"])
