@@ -9,8 +9,13 @@ of host cores needed to feed a GPU at `--target` images/s.
 
     python benchmarks/input_pipeline.py                       # 256 pairs, ~1 min on a laptop core
     python benchmarks/input_pipeline.py --tokenizer PATH      # with a real CLIP tokenizer folder
+    python benchmarks/input_pipeline.py --latent-cache        # a generated 256px-equivalent latent cache
+    python benchmarks/input_pipeline.py --latent-cache DIR    # a cache written by data.precompute
 
-Not yet measured here: the latent-cache dataset (precomputed VAE latents and text embeddings).
+`--latent-cache` times `rewardedit_jax.data.make_latent_dataset` instead (read a record, pick the flipped or
+plain latents, float16 -> float32, batch), the same way. Without DIR it writes a cache of `--pairs` random
+records shaped like SD 1.5 at 256 px: latents 32x32x4 (with flips), text states 77x768 and pooled 768,
+float16.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardedit_jax.data import fixtures, pipeline
+from rewardedit_jax.data import fixtures, latent_cache, pipeline
 from rewardedit_jax.data.tokenize import WordTokenizer
 from rewardedit_jax.tokenizer import load_tokenizer
 
@@ -98,6 +103,103 @@ def measure(data_dir: Path, args, tokenizer, *, threads: int, fast_jpeg: bool = 
     }
 
 
+def write_synthetic_latent_cache(out: Path, num_examples: int, resolution: int) -> dict:
+    """A latent cache of random records with SD 1.5's shapes at `resolution` (float16, with flips)."""
+    rng = np.random.default_rng(0)
+    side, text_length, text_dim = resolution // 8, 77, 768
+    out.mkdir(parents=True)
+    writer = latent_cache.CacheWriter(out)
+    for i in range(num_examples):
+        record = {}
+        for suffix in ("", latent_cache.FLIPPED_SUFFIX):
+            for name in latent_cache.LATENT_FIELDS:
+                record[name + suffix] = rng.normal(0, 5, (side, side, 4)).astype(np.float16)
+        record["encoder_hidden_states"] = rng.normal(0, 1, (text_length, text_dim)).astype(np.float16)
+        record["feedback_pooled"] = rng.normal(0, 1, text_dim).astype(np.float16)
+        record["reward_scores"] = rng.uniform(0, 5, 3).astype(np.float32)
+        record["record_index"] = np.int32(i)
+        writer.write(record)
+    return writer.finish(
+        {
+            "dataset": "synthetic (random records, benchmark)",
+            "split": "train",
+            "source_num_examples": num_examples,
+            "model_path": None,
+            "resolution": resolution,
+            "latent_shape": [side, side, 4],
+            "text_length": text_length,
+            "text_dim": text_dim,
+            "dtype": "float16",
+            "flips": True,
+            "has_rewards": True,
+            "has_feedback": True,
+            "scaling_factor": 0.18215,
+        }
+    )
+
+
+def measure_latent_cache(cache_dir: Path, args, *, threads: int) -> dict:
+    cores = ALL_CORES[: max(1, threads)]
+    os.sched_setaffinity(0, cores)
+    info = latent_cache.read_info(cache_dir)
+    iterator = latent_cache.make_latent_dataset(
+        cache_dir,
+        global_batch_size=args.batch_size,
+        shard_index=0,
+        shard_count=1,
+        num_epochs=None,
+        read_threads=threads,
+        flip=info["flips"],
+    )
+    for _ in range(args.warmup_batches):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(args.batches):
+        batch = next(iterator)
+    elapsed = time.perf_counter() - start
+    assert batch["source_latent"].shape == (args.batch_size, *info["latent_shape"])
+    rate = args.batches * args.batch_size / elapsed
+    return {
+        "measure": "input_pipeline",
+        "source": "latent_cache",
+        "resolution": info["resolution"],
+        "latent_shape": info["latent_shape"],
+        "text_states": [info["text_length"], info["text_dim"]],
+        "dtype": info["dtype"],
+        "flips": info["flips"],
+        "cores": len(cores),
+        "read_threads": threads,
+        "examples_per_s": round(rate, 1),
+        "examples_per_s_per_core": round(rate / len(cores), 1),
+    }
+
+
+def run_latent_cache(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.latent_cache == "synthetic":
+            cache_dir = Path(args.workdir or tmp) / "latent_cache"
+            if not cache_dir.exists():
+                start = time.perf_counter()
+                write_synthetic_latent_cache(cache_dir, args.pairs, args.resolution)
+                print(
+                    f"wrote a synthetic latent cache of {args.pairs} examples in "
+                    f"{time.perf_counter() - start:.1f} s",
+                    file=sys.stderr,
+                )
+        else:
+            cache_dir = Path(args.latent_cache)
+        results = [measure_latent_cache(cache_dir, args, threads=0)]
+        results += [measure_latent_cache(cache_dir, args, threads=t) for t in args.threads]
+        for result in results:
+            print(json.dumps(result))
+        per_core = results[0]["examples_per_s_per_core"]
+        print(
+            f"{per_core:.0f} examples/s per core from the latent cache; {args.target:.0f} images/s needs "
+            f"{math.ceil(args.target / per_core)} host core(s)",
+            file=sys.stderr,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -113,7 +215,18 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="CLIP tokenizer folder (default: a word stand-in)")
     parser.add_argument("--target", type=float, default=500.0, help="GPU images/s to feed")
     parser.add_argument("--workdir", default=None, help="keep the generated data here (default: temporary)")
+    parser.add_argument(
+        "--latent-cache",
+        nargs="?",
+        const="synthetic",
+        default=None,
+        metavar="DIR",
+        help="time reading a latent cache instead (DIR, or a generated 256px-equivalent one)",
+    )
     args = parser.parse_args()
+    if args.latent_cache is not None:
+        run_latent_cache(args)
+        return
 
     tokenizer = (
         load_tokenizer(args.tokenizer) if args.tokenizer else WordTokenizer("turn the sky into".split())

@@ -76,7 +76,9 @@ def test_pipeline_folder_resolves_its_tokenizer_subfolder(tokenizer_dir, tmp_pat
 def test_folder_without_vocab_or_merges_is_an_error_naming_it(tmp_path, missing):
     save_tiny_tokenizer(tmp_path)
     (tmp_path / missing).unlink()
-    with pytest.raises(ConversionError, match=f"{tmp_path}: not a CLIP tokenizer folder .no {missing}"):
+    with pytest.raises(
+        ConversionError, match=f"{tmp_path}: not a CLIP tokenizer folder .no tokenizer.json, no {missing}"
+    ):
         load_tokenizer(tmp_path)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rewardedit_jax.convert import model_dir
-from rewardedit_jax.convert.pipeline import Pipeline, load_model_component, load_pipeline
+from rewardedit_jax.convert.pipeline import Pipeline, load_model_component, load_pipeline, training_source
 from rewardedit_jax.convert.unet import add_reward_conditioning, expand_input_channels
 from rewardedit_jax.convert.weights import ConversionError
 
@@ -29,6 +29,7 @@ __all__ = [
     "load_unet",
     "load_vae",
     "resolve_component",
+    "training_source",
 ]
 
 

@@ -40,7 +40,7 @@ def cmd_export(args) -> int:
     t0 = time.perf_counter()
     pipeline.layout_of(src)
     with atomic_directory(dst, overwrite=args.overwrite) as tmp:
-        components = pipeline.export_folder(src, tmp, log=_log)
+        components = pipeline.export_folder(src, tmp, ema=not args.no_ema, log=_log)
     _log(f"exported {', '.join(components)} to {dst} in {time.perf_counter() - t0:.1f}s")
     return 0
 
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=cmd_import)
     p = sub.add_parser("export", help="Flax model directory -> diffusers folder")
-    p.add_argument("src", help="Flax model directory (or diffusers folder)")
+    p.add_argument("src", help="Flax model directory, training workdir or checkpoint, or diffusers folder")
+    p.add_argument("--no-ema", action="store_true", help="export a workdir's raw weights instead of its EMA")
     p.add_argument("dst", help="diffusers folder to create")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=cmd_export)

@@ -55,26 +55,37 @@ def _flat_params(model: nnx.Module) -> dict[str, jax.Array]:
     return {".".join(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
-def save_params(component_dir: Path, model: nnx.Module) -> None:
+def _local_checkpointer():
+    """A checkpointer that involves only this process (model directories are written by one host and
+    read by each host on its own, unlike training checkpoints, which all hosts write together)."""
     import orbax.checkpoint as ocp
 
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(Path(component_dir).absolute() / "params", _flat_params(model))
+    if jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    me = jax.process_index()
+    options = ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"model_dir_{me}"
+    )
+    return ocp.StandardCheckpointer(multiprocessing_options=options)
+
+
+def save_params(component_dir: Path, model: nnx.Module) -> None:
+    with _local_checkpointer() as ckptr:  # numpy arrays: host-local, writable by one process of many
+        ckptr.save(Path(component_dir).absolute() / "params", numpy_params(model))
         ckptr.wait_until_finished()
 
 
 def restore_params(component_dir: Path, model: nnx.Module) -> None:
     """Restore an Orbax parameter checkpoint into ``model`` (abstract or concrete), checking shapes."""
-    import orbax.checkpoint as ocp
-
     params_dir = Path(component_dir).absolute() / "params"
     if not params_dir.is_dir():
         raise ConversionError(f"{params_dir}: parameter checkpoint not found")
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = {
-        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=getattr(v, "sharding", None))
+        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=getattr(v, "sharding", None) or local)
         for k, v in _flat_params(model).items()
     }
-    with ocp.StandardCheckpointer() as ckptr:
+    with _local_checkpointer() as ckptr:
         try:
             stored = ckptr.metadata(params_dir)
             stored_tree = getattr(stored, "item_metadata", stored)

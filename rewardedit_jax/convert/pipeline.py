@@ -60,9 +60,33 @@ class Pipeline:
     path: Path
 
 
+def training_source(path: Path) -> tuple[Path, int | None] | None:
+    """``(workdir, step)`` if ``path`` is a training workdir or one of its checkpoints, else None."""
+    from rewardedit_jax.training import workdir as workdir_lib
+
+    path = Path(path)
+    if workdir_lib.is_workdir(path):
+        return path, None
+    if (
+        path.name.isdigit()
+        and path.parent.name == workdir_lib.CHECKPOINTS
+        and workdir_lib.is_workdir(path.parent.parent)
+    ):
+        return path.parent.parent, int(path.name)
+    return None
+
+
+def files_root(src: Path) -> Path:
+    """Where the configuration files (tokenizer/, scheduler/, model_index.json) of ``src`` live."""
+    found = training_source(src)
+    return found[0] / "model" if found else Path(src)
+
+
 def layout_of(src: Path) -> tuple[list[str], str]:
     """The components under ``src`` and whether it is a ``pipeline`` or a single ``component`` (unet)."""
     src = Path(src)
+    if training_source(src):
+        return layout_of(files_root(src))
     if not src.exists():
         raise ConversionError(f"{src}: no such model folder")
     if not src.is_dir():
@@ -73,7 +97,6 @@ def layout_of(src: Path) -> tuple[list[str], str]:
     index = src / "model_index.json"
     if index.is_file():
         listed = read_json(index)
-        found = []
         for name in COMPONENTS:
             entry = listed.get(name)
             if entry is None or (isinstance(entry, list) and entry[0] is None):
@@ -82,10 +105,6 @@ def layout_of(src: Path) -> tuple[list[str], str]:
                 raise ConversionError(
                     f"{src}: component {name!r} is listed in model_index.json but {name}/ is missing"
                 )
-            found.append(name)
-        if "unet" not in found:
-            raise ConversionError(f"{src}: the pipeline has no unet component")
-        return found, "pipeline"
     found = [name for name in COMPONENTS if (src / name).is_dir()]
     if found:
         if "unet" not in found:
@@ -97,11 +116,30 @@ def layout_of(src: Path) -> tuple[list[str], str]:
 
 
 def _component_dir(src: Path, name: str, layout: str) -> Path:
-    return Path(src) if layout == "component" else Path(src) / name
+    if layout == "component" and not model_dir.is_model_dir(src):
+        return Path(src)
+    return Path(src) / name
 
 
-def load_model_component(src: Path, name: str, layout: str | None = None, **kwargs) -> tuple[Any, dict]:
-    """Load one model component (``unet``, ``vae``, ``text_encoder``) from a diffusers or Flax folder."""
+def load_model_component(
+    src: Path, name: str, layout: str | None = None, *, ema: bool = True, **kwargs
+) -> tuple[Any, dict]:
+    """Load one model component (``unet``, ``vae``, ``text_encoder``) from a diffusers or Flax folder,
+    or from a training workdir / checkpoint (the U-Net's EMA weights unless ``ema`` is False)."""
+    found = training_source(src)
+    if found:
+        workdir, step = found
+        if name != "unet":
+            return load_model_component(files_root(src), name, "pipeline", **kwargs)
+        from rewardedit_jax.convert.mapping import finish_loaded
+        from rewardedit_jax.training import workdir as workdir_lib
+
+        config, extra = model_dir.component_config(files_root(src) / "unet")
+        reward = unet.RewardConfig(**extra["reward"]) if extra.get("reward") else None
+        cfg = unet.unet_config(config, files_root(src) / "unet" / "config.json", reward)
+        model = unet.build_abstract(cfg, kwargs.get("compute_dtype"))
+        workdir_lib.load_unet_params(workdir, model, ema=ema, step=step)
+        return finish_loaded(model, kwargs.get("param_dtype")), config
     if layout is None:
         _, layout = layout_of(src)
     folder = _component_dir(src, name, layout)
@@ -115,7 +153,7 @@ def load_model_component(src: Path, name: str, layout: str | None = None, **kwar
 
 
 def _validate_files(src: Path, name: str) -> None:
-    folder = Path(src) / name
+    folder = files_root(src) / name
     if name == "scheduler":
         try:
             NoiseSchedule.from_scheduler_config(read_json(folder / "scheduler_config.json"))
@@ -129,7 +167,7 @@ def _validate_files(src: Path, name: str) -> None:
 
 def _copy_files(src: Path, dst: Path, name: str) -> None:
     _validate_files(src, name)
-    shutil.copytree(Path(src) / name, Path(dst) / name, ignore=shutil.ignore_patterns("params"))
+    shutil.copytree(files_root(src) / name, Path(dst) / name, ignore=shutil.ignore_patterns("params"))
 
 
 def import_folder(src: Path, tmp: Path, *, in_channels: int | None = None, log=print) -> list[str]:
@@ -182,11 +220,12 @@ def model_index_for(components: dict[str, Any], scheduler_class: str | None, bas
     return index
 
 
-def export_folder(src: Path, tmp: Path, *, log=print) -> list[str]:
-    """Write the model at ``src`` (Flax model directory or diffusers folder) as a diffusers folder."""
+def export_folder(src: Path, tmp: Path, *, ema: bool = True, log=print) -> list[str]:
+    """Write the model at ``src`` (Flax model directory, training workdir or checkpoint, or diffusers
+    folder) as a diffusers folder."""
     src = Path(src)
     components, layout = layout_of(src)
-    models = {name: load_model_component(src, name, layout) for name in components if name in MODELS}
+    models = {name: load_model_component(src, name, layout, ema=ema) for name in components if name in MODELS}
     if layout == "component":
         model, config = models["unet"]
         log(f"writing unet to {tmp}")
@@ -201,7 +240,8 @@ def export_folder(src: Path, tmp: Path, *, log=print) -> list[str]:
             _copy_files(src, tmp, name)
             if name == "scheduler":
                 scheduler_class = read_json(tmp / name / "scheduler_config.json").get("_class_name")
-    base = read_json(src / "model_index.json") if (src / "model_index.json").is_file() else None
+    index_path = files_root(src) / "model_index.json"
+    base = read_json(index_path) if index_path.is_file() else None
     write_json(
         tmp / "model_index.json", model_index_for({k: v[0] for k, v in models.items()}, scheduler_class, base)
     )
@@ -224,7 +264,7 @@ def load_pipeline(path: str | Path, *, param_dtype=None, compute_dtype=None) -> 
         )
     kwargs = {"param_dtype": param_dtype, "compute_dtype": compute_dtype}
     models = {name: load_model_component(path, name, layout, **kwargs)[0] for name in MODELS}
-    scheduler_path = path / "scheduler" / "scheduler_config.json"
+    scheduler_path = files_root(path) / "scheduler" / "scheduler_config.json"
     scheduler_config = read_json(scheduler_path)
     try:
         schedule = NoiseSchedule.from_scheduler_config(scheduler_config)
@@ -234,7 +274,7 @@ def load_pipeline(path: str | Path, *, param_dtype=None, compute_dtype=None) -> 
         unet=models["unet"],
         vae=models["vae"],
         text_encoder=models["text_encoder"],
-        tokenizer=load_tokenizer(path / "tokenizer"),
+        tokenizer=load_tokenizer(files_root(path) / "tokenizer"),
         scheduler_config=scheduler_config,
         noise_schedule=schedule,
         path=path,

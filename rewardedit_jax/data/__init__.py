@@ -4,6 +4,8 @@
 - `sources`, `manual`, `validation`, `images`: reading and validating the manually downloaded datasets for
   the TFDS builders in `tfds_builders/` (RewardEdit20K, InstructPix2Pix, Real-Edit).
 - `pipeline`: the grain input pipeline (`make_dataset`, `make_global_batch`); `tokenize`: tokenizers.
+- `latent_cache`: a dataset encoded once by the frozen VAE and text encoder (`precompute`, command
+  `python -m rewardedit_jax.data.precompute`) and its reader `make_latent_dataset`.
 
 The pipeline names are re-exported lazily, so the builders can import the data modules without importing
 grain or JAX.
@@ -18,6 +20,10 @@ _LAZY = {
     "global_batches": "pipeline",
     "load_data_source": "pipeline",
     "EditExampleTransform": "pipeline",
+    "make_latent_dataset": "latent_cache",
+    "load_latent_source": "latent_cache",
+    "load_empty_prompt": "latent_cache",
+    "LatentCacheError": "latent_cache",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,0 +1,93 @@
+"""Every training config key, with its default and meaning. Other configs start from this one.
+
+    python -m rewardedit_jax.train --config configs/default.py --workdir DIR --config.key=value
+
+(On its own this config trains nothing useful: it needs ``init_from`` and a dataset.)
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    # --- run -------------------------------------------------------------------------------------------
+    c.seed = 0  # model init (when random), noise, timesteps, dropout and the data order derive from it
+    c.total_steps = 10_000  # optimizer steps
+    c.batch_size = 64  # global batch per optimizer step (all processes, all accumulation micro-steps)
+    c.grad_accum_steps = 1  # micro-batches per optimizer step; batch_size must divide evenly
+    c.log_every_steps = 50  # metrics.jsonl / TensorBoard / console
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 3  # the last K checkpoints are kept
+    c.async_checkpointing = True
+    c.log_data_order = False  # append each step's example indices to DIR/data_order.jsonl (debugging)
+
+    # --- model -----------------------------------------------------------------------------------------
+    # A diffusers pipeline folder, a Flax model directory, or a training workdir (its latest checkpoint:
+    # EMA weights when present). '' = random init from model.* below (tests, the demo).
+    c.init_from = ""
+    c.init_from_ema = True  # when init_from is a training workdir, start from its EMA weights
+    c.model = ml_collections.ConfigDict()
+    c.model.in_channels = 8  # the IP2P U-Net: noisy latent (4) + source latent (4); 4-ch inits expand
+    # diffusers-style configs used for random init when init_from is '' (JSON-like dicts).
+    c.model.unet = ml_collections.ConfigDict()
+    c.model.vae = ml_collections.ConfigDict()
+    c.model.text_encoder = ml_collections.ConfigDict()
+    c.model.tokenizer = ""  # tokenizer folder for random init ('' = the synthetic word tokenizer)
+    c.model.prediction_type = ""  # '' = the scheduler's (epsilon for SD 1.5); or epsilon / v_prediction
+    c.compute_dtype = "bfloat16"  # activations; parameters and optimizer state stay float32
+    c.remat = "none"  # rematerialization of U-Net blocks: none | blocks
+    c.attention = "xla"  # attention implementation: xla | cudnn | auto
+
+    # --- reward conditioning (Gu et al. 2024) -----------------------------------------------------------
+    c.reward = ml_collections.ConfigDict()
+    c.reward.enabled = False  # add/keep the reward modules and condition on the dataset's rewards
+    c.reward.dropout = 0.1  # dropout inside the latent cross-attention (official: 0.1)
+
+    # --- diffusion training ------------------------------------------------------------------------------
+    c.cfg_dropout_prob = 0.05  # p: text dropped for u < 2p, source image dropped for p <= u < 3p
+    c.train_text_encoder = False  # frozen, like the official recipe (only the U-Net trains)
+
+    # --- optimizer (AdamW, official values) --------------------------------------------------------------
+    c.learning_rate = 5e-5
+    c.lr_schedule = "constant"  # constant | cosine (to 0 at total_steps)
+    c.warmup_steps = 0
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.999
+    c.adam_eps = 1e-8
+    c.weight_decay = 1e-2
+    c.grad_clip_norm = 1.0
+    c.ema = ml_collections.ConfigDict()
+    c.ema.enabled = True
+    c.ema.max_decay = 0.9999  # decay = min(max_decay, (1 + step) / (10 + step)), as diffusers' EMAModel
+
+    # --- data --------------------------------------------------------------------------------------------
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "reward_edit"  # a built TFDS dataset name[/config], or a prepared dataset directory
+    c.data.data_dir = ""  # '' = $TFDS_DATA_DIR, else TFDS's default (~/tensorflow_datasets)
+    c.data.split = "train"
+    c.data.resolution = 256
+    c.data.latent_cache = ""  # a latent-cache directory (rewardedit_jax.data.precompute) instead of images
+    c.data.worker_count = 0  # grain worker processes per host (0 = threads in the main process)
+    c.data.read_threads = 8
+    c.data.fast_jpeg = True  # reduced-scale JPEG decode (1% pixel difference, 2.8x faster)
+
+    # --- parallelism -------------------------------------------------------------------------------------
+    # Mesh sizes; -1 = all remaining devices. The batch is split over (data, fsdp); parameters and
+    # optimizer state are sharded by the logical-axis rules below.
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    # Logical parameter axis -> mesh axis (or None = replicated). See rewardedit_jax/models/layers.py.
+    c.sharding_rules = (
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("conv_in", "fsdp"),
+        ("conv_out", "tensor"),
+        ("norm", None),
+        ("vocab", None),
+        ("positions", None),
+    )
+    return c

@@ -1,0 +1,1026 @@
+"""Benchmark an editing model: ``python -m rewardedit_jax.evaluate`` and ``evaluate(...)``.
+
+    python -m rewardedit_jax.evaluate --model PATH --benchmark real_edit|synthetic_edit[/CONFIG] \\
+        --data-dir D --out OUTDIR [--judge gpt|oracle|none] [--reward 5,5,5] [--steps 30] \\
+        [--batch-size 8] [--limit N] [--clip-model CLIP_DIR]
+
+Runs the Real-Edit protocol of the paper (REFERENCE.md section 4) end to end: every edit of the benchmark's
+``test`` split is generated with the jitted sampler (:mod:`rewardedit_jax.sampling`, official settings by
+default: Euler ancestral, 30 steps, text guidance 7.5, image guidance 1.5, seed 42 for every edit), judged
+from the three perspectives (instruction following, detail preserving, generation quality) as a yes/no and a
+0..5 score, and summarized as the yes-ratio and the mean score of each perspective, overall and per edit type.
+
+- ``--judge gpt``: the LVLM judge of :mod:`rewardedit_jax.judge` in eval mode (``evaluate_edits``);
+  ``--judge oracle`` (``synthetic_edit`` only): :mod:`rewardedit_jax.oracle`, the same judgments computed
+  from the ground truth; ``--judge none``: generate only. Default: gpt for real_edit, oracle for synthetic.
+- Inputs are fitted as the official protocol does: real_edit to :func:`rewardedit_jax.sampling.edit_size`
+  (long side about ``--resolution`` = 512, sides multiples of 64, centre crop + LANCZOS), exactly as
+  ``python -m rewardedit_jax.edit`` does; synthetic_edit keeps its native size (``--resolution`` rescales it),
+  sides multiples of the VAE factor.
+- Edits are grouped by fitted size and sampled in batches of ``--batch-size`` (the last batch of a group is
+  padded), so each size compiles exactly once.
+- With references (synthetic_edit's ``target_image``) L1 and L2 against the target are reported, and, with
+  ``--clip-model``, CLIP-I (edited vs target) and CLIP-T (edited vs instruction), as MagicBrush does.
+
+Output folder (docs/evaluation.md): ``images/<index>_<id>.png`` (the edits), ``inputs/`` (the fitted
+sources), ``targets/`` (references), ``grids/<edit type>.png``, ``judgments.jsonl`` and ``metrics.jsonl``
+(append-only, one line per finished edit), ``generation.json`` (the generation settings), ``results.json``
+and ``report.html`` (written atomically). A rerun resumes: existing edits and judgments are reused (a
+judgment only while its edited image is unchanged); a rerun with other generation settings is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rewardedit_jax import report
+
+BENCHMARKS = ("real_edit", "synthetic_edit")
+JUDGES = ("gpt", "oracle", "none")
+DEFAULT_JUDGE = {"real_edit": "gpt", "synthetic_edit": "oracle"}
+DEFAULT_SYNTHETIC_CONFIG = "32px"  # the synthetic_edit builder's default config
+SPLIT = "test"
+PERSPECTIVES = ("following", "preserving", "quality")
+SCHEDULER_CHOICES = ("euler_ancestral", "euler", "ddim")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+DEFAULT_BATCH_SIZE = 8
+MAX_GRID_EDITS = 100  # edits shown per grid (the first ones of the type)
+GRID_CELL = 128
+# The order edit types are reported in (others follow alphabetically).
+EDIT_TYPE_ORDER = (
+    ("Local", "Remove", "Add", "Texture", "Background", "Global", "Style")  # Real-Edit, as in the paper
+    + ("recolor", "remove", "add", "move", "background")  # synthetic_edit
+)
+# Settings whose change makes earlier edits in the output folder invalid.
+GENERATION_KEYS = (
+    "model",
+    "benchmark",
+    "steps",
+    "text_guidance",
+    "image_guidance",
+    "seed",
+    "resolution",
+    "scheduler",
+    "dtype",
+    "reward",
+    "feedback",
+)
+
+
+class EvaluationError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _log(message: str) -> None:
+    print(f"evaluate: {message}", file=sys.stderr, flush=True)
+
+
+def _safe(text: str, limit: int = 80) -> str:
+    """A file-name-safe version of ``text``."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:limit] or "edit"
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The benchmark.
+
+
+def resolve_benchmark(benchmark: str, data_dir: str | os.PathLike) -> Path:
+    """The prepared dataset folder (``D/<name>[/<config>]/<version>``) of ``real_edit`` or ``synthetic_edit``.
+
+    ``synthetic_edit`` without a config takes the only one built, or the default (32px) among several.
+    """
+    name, _, config = benchmark.partition("/")
+    if name not in BENCHMARKS:
+        raise EvaluationError(f"--benchmark must be one of {', '.join(BENCHMARKS)} (optionally /CONFIG)")
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise EvaluationError(f"{data_dir}: no such data folder")
+    root = data_dir / name
+    how = f"build it with: tfds build tfds_builders/{name} --data_dir {data_dir} --file_format array_record"
+    if name == "real_edit":
+        if config:
+            raise EvaluationError("real_edit has no configs")
+        parent = root
+    else:
+        built = sorted(p.name for p in root.iterdir() if _versions(p)) if root.is_dir() else []
+        if not config:
+            if not built:
+                raise EvaluationError(f"synthetic_edit is not built in {data_dir}; {how} --config tiny")
+            if len(built) > 1 and DEFAULT_SYNTHETIC_CONFIG not in built:
+                raise EvaluationError(
+                    f"several synthetic_edit configs are built in {data_dir} ({', '.join(built)}); "
+                    "choose one with --benchmark synthetic_edit/CONFIG"
+                )
+            config = built[0] if len(built) == 1 else DEFAULT_SYNTHETIC_CONFIG
+        parent = root / config
+    versions = _versions(parent)
+    if not versions:
+        what = name if not config else f"{name}/{config}"
+        raise EvaluationError(f"{what} is not built in {data_dir}; {how}")
+    return versions[-1]
+
+
+def _versions(folder: Path) -> list[Path]:
+    """Prepared version folders (with ``dataset_info.json``) of a dataset (config) folder, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [
+        p
+        for p in folder.iterdir()
+        if re.fullmatch(r"\d+\.\d+\.\d+", p.name) and (p / "dataset_info.json").is_file()
+    ]
+    return sorted(found, key=lambda p: tuple(int(x) for x in p.name.split(".")))
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkEdit:
+    """One edit of the benchmark: its position in the split, identity, instruction and edit type."""
+
+    index: int
+    id: str
+    instruction: str
+    edit_type: str
+    source_key: str  # the source image's identity (several Real-Edit edits share one photo)
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:04d}_{_safe(self.id)}"
+
+
+class Benchmark:
+    """The ``test`` split of a built benchmark: its edits (the first ``limit``) and their images."""
+
+    def __init__(self, kind: str, dataset_dir: Path, limit: int | None = None):
+        from rewardedit_jax.data import load_data_source
+
+        try:
+            self._records, info = load_data_source(dataset_dir, SPLIT)
+        except Exception as e:  # a damaged or foreign folder
+            raise EvaluationError(f"{dataset_dir}: cannot read the {SPLIT} split ({_one_line(e)})") from None
+        self.kind = kind
+        self.full_name = info.full_name
+        self.dataset_dir = dataset_dir
+        self.has_references = "target_image" in info.features
+        count = len(self._records) if limit is None else min(limit, len(self._records))
+        self.edits = [self._edit(i, self._records[i]) for i in range(count)]
+
+    def _edit(self, index: int, record: Mapping[str, Any]) -> BenchmarkEdit:
+        instruction, edit_type = _text(record["instruction"]), _text(record["edit_type"])
+        if self.kind == "real_edit":
+            image_id = _text(record["image_id"])
+            return BenchmarkEdit(
+                index, f"{Path(image_id).stem}_{edit_type}", instruction, edit_type, image_id
+            )
+        key = _text(record["key"]) if "key" in record else str(index)
+        return BenchmarkEdit(index, key, instruction, edit_type, key)
+
+    def _image(self, edit: BenchmarkEdit, feature: str):
+        from PIL import Image, ImageOps
+
+        with Image.open(io.BytesIO(self._records[edit.index][feature])) as opened:
+            return ImageOps.exif_transpose(opened).convert("RGB")
+
+    def source(self, edit: BenchmarkEdit):
+        """The source image as stored (PIL RGB, EXIF orientation applied)."""
+        return self._image(edit, "image" if self.kind == "real_edit" else "source_image")
+
+    def target(self, edit: BenchmarkEdit):
+        return self._image(edit, "target_image")
+
+    def input_name(self, edit: BenchmarkEdit) -> str:
+        """The fitted source's file name under ``inputs/`` (one per photo for Real-Edit)."""
+        return (
+            f"{_safe(edit.source_key.replace('.', '_'))}.png"
+            if self.kind == "real_edit"
+            else f"{edit.name}.png"
+        )
+
+    def fitted_size(self, width: int, height: int, resolution: int | None, multiple: int) -> tuple[int, int]:
+        """The (width, height) a source of this size is fitted to for editing."""
+        from rewardedit_jax.sampling import edit_size
+
+        if self.kind == "real_edit":  # the official protocol, as `python -m rewardedit_jax.edit`
+            return edit_size(width, height, resolution)
+        scale = 1.0 if resolution is None else resolution / max(width, height)
+        return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in (width, height))
+
+
+def fit_image(image, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (PIL) fitted to ``size`` (width, height): centre crop + LANCZOS, as ``load_edit_image``."""
+    from PIL import Image, ImageOps
+
+    if image.size != tuple(size):
+        image = ImageOps.fit(image, tuple(size), method=Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Settings.
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSettings:
+    model: str
+    benchmark: str
+    steps: int
+    text_guidance: float
+    image_guidance: float
+    seed: int
+    resolution: int | None  # None: native (synthetic_edit)
+    scheduler: str
+    dtype: str
+    reward: tuple[float, float, float] | None  # None: the model's default (5,5,5 for reward models)
+    feedback: str | None
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["reward"] = None if self.reward is None else list(self.reward)
+        return out
+
+
+def _parse_reward(reward) -> tuple[float, float, float] | None:
+    if reward is None:
+        return None
+    from rewardedit_jax.edit import EditError, parse_scores
+
+    try:
+        if isinstance(reward, str):
+            return parse_scores(reward)
+        return parse_scores(",".join(str(float(s)) for s in reward))
+    except (EditError, TypeError, ValueError) as e:
+        raise EvaluationError(str(e) if isinstance(e, EditError) else f"bad --reward {reward!r}") from None
+
+
+def _check_generation_settings(out: Path, settings: GenerationSettings) -> None:
+    """Refuse to mix edits made with other generation settings into one output folder."""
+    path = out / "generation.json"
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())["requested"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EvaluationError(f"{path}: unreadable; remove it or use another --out") from None
+    current = settings.as_dict()
+    changed = [k for k in GENERATION_KEYS if saved.get(k) != current[k]]
+    if changed:
+        what = "; ".join(f"{k} {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise EvaluationError(f"{out} holds edits made with other settings ({what}); use another --out")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Append-only stores.
+
+
+class JsonlStore:
+    """An append-only JSON-lines file of per-edit records; a truncated last line (a crash) is ignored."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: list[dict] = []
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    self.records.append(record)
+        self._file = None
+
+    def find(self, **match) -> dict | None:
+        """The last record whose fields equal ``match``."""
+        for record in reversed(self.records):
+            if all(record.get(k) == v for k, v in match.items()):
+                return record
+        return None
+
+    def append(self, record: dict) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            ends_cleanly = not self.path.is_file() or self.path.stat().st_size == 0
+            if not ends_cleanly:
+                with open(self.path, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    ends_cleanly = f.read(1) == b"\n"
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            if not ends_cleanly:
+                self._file.write("\n")
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        self.records.append(record)
+
+    def close(self) -> None:
+        if self._file is not None:
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="edit", disable=not enabled, dynamic_ncols=True, mininterval=0.5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The run.
+
+
+class _Run:
+    """One evaluation: the output folder, the benchmark, and the steps of :func:`evaluate`."""
+
+    def __init__(self, out: Path, bench: Benchmark, settings: GenerationSettings, log, progress: bool):
+        self.out, self.bench, self.settings, self.log, self.progress = out, bench, settings, log, progress
+        self.stats = {"edits": len(bench.edits), "generated": 0, "reused_images": 0, "compilations": 0}
+        self.reward_condition: dict | None = None
+
+    def image_path(self, edit: BenchmarkEdit) -> Path:
+        return self.out / "images" / f"{edit.name}.png"
+
+    def input_path(self, edit: BenchmarkEdit) -> Path:
+        return self.out / "inputs" / self.bench.input_name(edit)
+
+    def target_path(self, edit: BenchmarkEdit) -> Path:
+        return self.out / "targets" / f"{edit.name}.png"
+
+    # --- generation ---------------------------------------------------------------------------------------
+
+    def generate(self, *, reward_requested: bool, batch_size: int, compiler_options: dict | None) -> None:
+        from rewardedit_jax.edit import write_png_atomically
+
+        pending = [e for e in self.bench.edits if not self.image_path(e).is_file()]
+        self.stats["reused_images"] = len(self.bench.edits) - len(pending)
+        if self.stats["reused_images"]:
+            self.log(f"reusing {self.stats['reused_images']} edits already in {self.out / 'images'}")
+        if not pending:
+            return
+        sampler = self._load_sampler(reward_requested, compiler_options)
+        s = self.settings
+        multiple = sampler.vae_factor
+        fitted: dict[str, np.ndarray] = {}  # source key -> fitted source
+        groups: dict[tuple[int, int], list[BenchmarkEdit]] = {}
+        for edit in pending:
+            if edit.source_key not in fitted:
+                image = self.bench.source(edit)
+                size = self.bench.fitted_size(image.width, image.height, s.resolution, multiple)
+                fitted[edit.source_key] = fit_image(image, size)
+            source = fitted[edit.source_key]
+            if not self.input_path(edit).is_file():
+                write_png_atomically(source, self.input_path(edit))
+            groups.setdefault(source.shape[:2], []).append(edit)
+        sizes = ", ".join(f"{w}x{h} ({len(g)})" for (h, w), g in sorted(groups.items()))
+        self.log(f"generating {len(pending)} edits in {len(groups)} size{'s' * (len(groups) > 1)}: {sizes}")
+        kwargs = {}
+        if sampler.has_reward:
+            kwargs = {"reward_scores": s.reward, "feedback": s.feedback}
+        compiles_before = sampler.compile_count
+        start = time.perf_counter()
+        with _progress(len(pending), "generating", self.progress) as bar:
+            for members in (groups[k] for k in sorted(groups)):
+                batch = min(batch_size, len(members))
+                for first in range(0, len(members), batch):
+                    chunk = members[first : first + batch]
+                    padded = chunk + [chunk[-1]] * (batch - len(chunk))  # one compiled shape per size
+                    result = sampler(
+                        np.stack([fitted[e.source_key] for e in padded]),
+                        [e.instruction for e in padded],
+                        num_steps=s.steps,
+                        text_guidance=s.text_guidance,
+                        image_guidance=s.image_guidance,
+                        seed=s.seed,
+                        **kwargs,
+                    )
+                    for edit, image in zip(chunk, result.images):
+                        write_png_atomically(image, self.image_path(edit))
+                    self.stats["generated"] += len(chunk)
+                    bar.update(len(chunk))
+        self.stats["compilations"] = sampler.compile_count - compiles_before
+        self.log(
+            f"generated {len(pending)} edits in {time.perf_counter() - start:.1f} s "
+            f"({self.stats['compilations']} compilations)"
+        )
+
+    def _load_sampler(self, reward_requested: bool, compiler_options: dict | None):
+        import jax
+        import jax.numpy as jnp
+
+        from rewardedit_jax.convert import ConversionError, load_pipeline
+        from rewardedit_jax.sampling import EditSampler
+        from rewardedit_jax.schedule import ScheduleError
+
+        s = self.settings
+        dtype = jnp.dtype(s.dtype)
+        start = time.perf_counter()
+        self.log(f"loading {s.model} ({s.dtype}, {jax.default_backend()})")
+        try:
+            pipeline = load_pipeline(s.model, param_dtype=dtype, compute_dtype=dtype)
+        except ConversionError as e:
+            raise EvaluationError(str(e)) from None
+        self.log(f"loaded in {time.perf_counter() - start:.1f} s")
+        has_reward = bool(pipeline.unet.has_reward)
+        if not has_reward and reward_requested:
+            flags = ", ".join(
+                f for f, v in (("--reward", s.reward), ("--feedback", s.feedback)) if v is not None
+            )
+            raise EvaluationError(f"{s.model} is not a reward model; {flags} apply to reward models only")
+        try:
+            sampler = EditSampler.from_pipeline(
+                pipeline, scheduler=s.scheduler, dtype=dtype, log=self.log, compiler_options=compiler_options
+            )
+        except ScheduleError as e:
+            raise EvaluationError(f"{s.model}: {e}") from None
+        if has_reward:
+            from rewardedit_jax.models.reward import BEST_FEEDBACK, BEST_SCORES
+
+            self.reward_condition = {
+                "reward": list(s.reward or BEST_SCORES),
+                "feedback": BEST_FEEDBACK if s.feedback is None else s.feedback,
+            }
+        report.atomic_write_json(
+            self.out / "generation.json",
+            {
+                "requested": s.as_dict(),
+                "reward_condition": self.reward_condition,
+                "versions": _versions_info(),
+            },
+        )
+        return sampler
+
+    def ensure_side_files(self) -> None:
+        """The fitted inputs (and targets) the report shows, for edits generated by an earlier run."""
+        from rewardedit_jax.edit import write_png_atomically
+
+        for edit in self.bench.edits:
+            if not self.input_path(edit).is_file():
+                with _open_rgb(self.image_path(edit)) as edited:
+                    size = edited.size  # the fitted input has the edit's size
+                write_png_atomically(fit_image(self.bench.source(edit), size), self.input_path(edit))
+            if self.bench.has_references and not self.target_path(edit).is_file():
+                write_png_atomically(np.asarray(self.bench.target(edit)), self.target_path(edit))
+
+    # --- judging ------------------------------------------------------------------------------------------
+
+    def judge(self, judge: str, judge_config, hashes: Mapping[int, str]) -> dict[int, dict]:
+        """Per edit (by index): perspective -> {"answer", "score"}, and ``failed``: perspective -> reason."""
+        if judge == "none":
+            return {}
+        store = JsonlStore(self.out / "judgments.jsonl")
+        judge_name = "oracle" if judge == "oracle" else f"gpt:{judge_config.model}"
+        judgments: dict[int, dict] = {}
+        todo = []
+        for edit in self.bench.edits:
+            found = store.find(
+                index=edit.index, id=edit.id, judge=judge_name, edited_sha256=hashes[edit.index]
+            )
+            if found is not None:
+                judgments[edit.index] = found
+            else:
+                todo.append(edit)
+        self.stats.update(judge=judge_name, reused_judgments=len(judgments), judged=len(todo))
+        if judgments:
+            self.log(f"reusing {len(judgments)} judgments ({judge_name}) from {store.path}")
+        try:
+            if todo and judge == "oracle":
+                self._judge_oracle(todo, judge_name, hashes, store, judgments)
+            elif todo:
+                self._judge_gpt(todo, judge_name, judge_config, hashes, store, judgments)
+        finally:
+            store.close()
+        return judgments
+
+    def _record(self, edit: BenchmarkEdit, judge_name: str, sha: str, verdicts: Mapping) -> dict:
+        return {"index": edit.index, "id": edit.id, "judge": judge_name, "edited_sha256": sha, **verdicts}
+
+    def _judge_oracle(self, todo, judge_name, hashes, store: JsonlStore, judgments) -> None:
+        from rewardedit_jax import oracle
+
+        with _progress(len(todo), "judging (oracle)", self.progress) as bar:
+            for edit in todo:
+                source, target = np.asarray(self.bench.source(edit)), np.asarray(self.bench.target(edit))
+                edited = self._edited_at(edit, target.shape)
+                verdicts = oracle.judge_edit(source, edited, target, {"instruction": edit.instruction})
+                record = self._record(edit, judge_name, hashes[edit.index], verdicts)
+                store.append(record)
+                judgments[edit.index] = record
+                bar.update(1)
+
+    def _judge_gpt(self, todo, judge_name, judge_config, hashes, store: JsonlStore, judgments) -> None:
+        from rewardedit_jax.judge import JudgeFatalError, evaluate_edits
+
+        items = [
+            {
+                "id": edit.name,
+                "source": str(self.input_path(edit)),
+                "edited": str(self.image_path(edit)),
+                "instruction": edit.instruction,
+            }
+            for edit in todo
+        ]
+        self.log(f"judging {len(items)} edits with {judge_config.model} (cache {judge_config.cache_path})")
+        try:
+            result = evaluate_edits(items, judge_config, progress=self.progress)
+        except JudgeFatalError as e:
+            raise EvaluationError(f"judge: {e}") from None
+        failed = 0
+        for edit, item in zip(todo, result.items):
+            verdicts = {p: {"answer": j.answer, "score": j.score} for p, j in item.judgments.items() if j.ok}
+            record = self._record(edit, judge_name, hashes[edit.index], verdicts)
+            if item.ok:
+                store.append(record)  # failed edits are not stored: the next run asks again
+            else:
+                record["failed"] = dict(item.failures)
+                failed += 1
+            judgments[edit.index] = record
+        self.log(f"judged {len(items)} edits, {failed} failed, ${result.cost_usd:.4f}")
+
+    def _edited_at(self, edit: BenchmarkEdit, shape) -> np.ndarray:
+        """The edited image at the reference's size (LANCZOS-resized when the edit was made at another)."""
+        from PIL import Image
+
+        with _open_rgb(self.image_path(edit)) as edited:
+            if edited.size != (shape[1], shape[0]):
+                edited = edited.resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
+            return np.asarray(edited, dtype=np.uint8)
+
+    # --- reference metrics --------------------------------------------------------------------------------
+
+    def metrics(self, clip_model: str | None, hashes: Mapping[int, str]) -> dict[int, dict]:
+        """Per edit: L1 and L2 against the target (with references), CLIP-I and CLIP-T (with a CLIP model)."""
+        out: dict[int, dict] = {e.index: {} for e in self.bench.edits}
+        if self.bench.has_references:
+            for edit in self.bench.edits:
+                target = np.asarray(self.bench.target(edit), np.float64) / 255.0
+                edited = self._edited_at(edit, target.shape).astype(np.float64) / 255.0
+                out[edit.index]["l1"] = float(np.abs(edited - target).mean())
+                out[edit.index]["l2"] = float(((edited - target) ** 2).mean())
+        if clip_model is not None:
+            self._clip_metrics(clip_model, hashes, out)
+        return out
+
+    def _clip_metrics(self, clip_model: str, hashes, out: dict[int, dict]) -> None:
+        store = JsonlStore(self.out / "metrics.jsonl")
+        todo = []
+        for edit in self.bench.edits:
+            found = store.find(index=edit.index, clip_model=clip_model, edited_sha256=hashes[edit.index])
+            if found is not None:
+                out[edit.index].update({k: found[k] for k in ("clip_i", "clip_t") if k in found})
+            else:
+                todo.append(edit)
+        if not todo:
+            store.close()
+            return
+        scorer = ClipScorer(clip_model)
+        try:
+            with _progress(len(todo), "CLIP", self.progress) as bar:
+                for first in range(0, len(todo), 16):
+                    chunk = todo[first : first + 16]
+                    edited = [_open_rgb(self.image_path(e)) for e in chunk]
+                    image_embeds = scorer.image_embeds(edited)
+                    text_embeds = scorer.text_embeds([e.instruction for e in chunk])
+                    clip_t = (image_embeds * text_embeds).sum(-1)
+                    clip_i = [None] * len(chunk)
+                    if self.bench.has_references:
+                        targets = scorer.image_embeds([self.bench.target(e) for e in chunk])
+                        clip_i = (image_embeds * targets).sum(-1).tolist()
+                    for edit, ci, ct in zip(chunk, clip_i, clip_t.tolist()):
+                        values = {"clip_t": ct} if ci is None else {"clip_i": ci, "clip_t": ct}
+                        out[edit.index].update(values)
+                        record = {"index": edit.index, "id": edit.id, "clip_model": clip_model}
+                        store.append({**record, "edited_sha256": hashes[edit.index], **values})
+                    bar.update(len(chunk))
+        finally:
+            store.close()
+
+
+def _open_rgb(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        return opened.convert("RGB")
+
+
+class ClipScorer:
+    """Unit-norm CLIP embeddings of images and texts with transformers' ``CLIPModel`` from a local folder."""
+
+    def __init__(self, path: str):
+        try:
+            import torch
+            from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+        except ImportError as e:
+            raise EvaluationError(f"--clip-model needs torch and transformers ({e})") from None
+        try:
+            self.model = CLIPModel.from_pretrained(path).eval()
+            self.processor = CLIPImageProcessor.from_pretrained(path)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            raise EvaluationError(f"{path}: cannot load a CLIP model ({_one_line(e)})") from None
+        self.torch = torch
+
+    @staticmethod
+    def _features(output):
+        return output.pooler_output if hasattr(output, "pooler_output") else output
+
+    def _normalized(self, features) -> np.ndarray:
+        features = features.float().numpy()
+        return features / np.linalg.norm(features, axis=-1, keepdims=True)
+
+    def image_embeds(self, images) -> np.ndarray:
+        with self.torch.no_grad():
+            pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+            return self._normalized(self._features(self.model.get_image_features(pixel_values=pixels)))
+
+    def text_embeds(self, texts: Sequence[str]) -> np.ndarray:
+        max_length = min(77, self.model.config.text_config.max_position_embeddings)
+        with self.torch.no_grad():
+            tokens = self.tokenizer(
+                list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            features = self.model.get_text_features(
+                input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+            )
+            return self._normalized(self._features(features))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Aggregation.
+
+
+def aggregate(
+    edits: Sequence[BenchmarkEdit], judgments: Mapping[int, dict], metrics: Mapping[int, dict], judged: bool
+) -> dict:
+    """One results block: n, failed, <perspective>_yes / _score, and the mean of each per-edit metric."""
+    block: dict[str, Any] = {"n": len(edits), "failed": 0}
+    for p in PERSPECTIVES:
+        block[f"{p}_yes"] = block[f"{p}_score"] = None
+    if judged:
+        block["failed"] = sum(
+            1 for e in edits if e.index not in judgments or judgments[e.index].get("failed")
+        )
+        for p in PERSPECTIVES:
+            verdicts = [judgments[e.index][p] for e in edits if p in judgments.get(e.index, {})]
+            if verdicts:
+                block[f"{p}_yes"] = sum(v["answer"] == "yes" for v in verdicts) / len(verdicts)
+                block[f"{p}_score"] = sum(float(v["score"]) for v in verdicts) / len(verdicts)
+    for name in ("l1", "l2", "clip_i", "clip_t"):
+        values = [metrics[e.index][name] for e in edits if metrics.get(e.index, {}).get(name) is not None]
+        if values:
+            block[name] = float(np.mean(values))
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in block.items()}
+
+
+def _type_order(edit_type: str) -> tuple:
+    known = EDIT_TYPE_ORDER.index(edit_type) if edit_type in EDIT_TYPE_ORDER else len(EDIT_TYPE_ORDER)
+    return known, edit_type
+
+
+def _versions_info() -> dict:
+    import importlib.metadata
+
+    import rewardedit_jax
+
+    out = {"python": platform.python_version(), "rewardedit_jax": rewardedit_jax.__version__}
+    for dist in ("numpy", "jax", "jaxlib", "flax", "pillow", "tensorflow-datasets", "openai", "transformers"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The API.
+
+
+def evaluate(
+    model: str | os.PathLike,
+    benchmark: str,
+    data_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    judge: str | None = None,
+    reward: str | Sequence[float] | None = None,
+    feedback: str | None = None,
+    steps: int = 30,
+    text_guidance: float = 7.5,
+    image_guidance: float = 1.5,
+    seed: int = 42,
+    resolution: int | None = None,
+    scheduler: str = "euler_ancestral",
+    dtype: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    limit: int | None = None,
+    clip_model: str | os.PathLike | None = None,
+    judge_config=None,
+    compiler_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = _log,
+) -> dict:
+    """Generate, judge and summarize the edits of ``benchmark``; returns the ``results.json`` dict.
+
+    ``model``: a diffusers pipeline folder, Flax model directory or training workdir
+    (:func:`rewardedit_jax.convert.load_pipeline`). ``benchmark``: ``real_edit`` or
+    ``synthetic_edit[/CONFIG]``, built in ``data_dir``. ``judge``: ``gpt``, ``oracle`` or ``none``
+    (default: gpt for real_edit, oracle for synthetic_edit). ``judge_config``: the GPT judge's
+    :class:`rewardedit_jax.judge.JudgeConfig` (default cache ``OUT/judge-cache.sqlite``). ``resolution``:
+    long side of the fitted input (default 512 for real_edit, the native size for synthetic_edit).
+    ``reward`` / ``feedback``: a reward model's condition (default 5,5,5 and "None; None; None"; an error for
+    a stock model). ``limit``: only the first N edits of the split. ``compiler_options`` go to XLA (the
+    tests use fast compilation). Errors a user can fix raise :class:`EvaluationError` (one line).
+    """
+    log = log or (lambda message: None)
+    start = time.perf_counter()
+    name = benchmark.partition("/")[0]
+    judge = judge or DEFAULT_JUDGE.get(name, "none")
+    if judge not in JUDGES:
+        raise EvaluationError(f"--judge must be one of {', '.join(JUDGES)}; got {judge!r}")
+    if judge == "oracle" and name != "synthetic_edit":
+        raise EvaluationError(
+            "--judge oracle needs the ground truth of synthetic_edit; use --judge gpt or none"
+        )
+    for flag, value, low in (("--steps", steps, 1), ("--batch-size", batch_size, 1), ("--limit", limit, 1)):
+        if value is not None and value < low:
+            raise EvaluationError(f"{flag} must be at least {low}; got {value}")
+    if resolution is not None and resolution < 8:
+        raise EvaluationError(f"--resolution must be at least 8; got {resolution}")
+    if scheduler not in SCHEDULER_CHOICES:
+        raise EvaluationError(f"--scheduler must be one of {', '.join(SCHEDULER_CHOICES)}")
+    if dtype not in DTYPE_CHOICES:
+        raise EvaluationError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}")
+    reward_scores = _parse_reward(reward)
+    model_path = Path(model).expanduser()
+    if not model_path.exists():
+        raise EvaluationError(f"{model_path}: no such model folder")
+    if not model_path.is_dir():
+        raise EvaluationError(f"{model_path}: not a model folder")
+    if clip_model is not None:
+        clip_model = str(Path(clip_model).expanduser().resolve())
+        if not Path(clip_model).is_dir():
+            raise EvaluationError(f"{clip_model}: no such CLIP model folder")
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise EvaluationError(f"{out}: not a folder")
+    if judge == "gpt":
+        judge_config = _gpt_config(judge_config, out)
+    dataset_dir = resolve_benchmark(benchmark, data_dir)
+    bench = Benchmark(name, dataset_dir, limit)
+    if not bench.edits:
+        raise EvaluationError(f"{bench.full_name}: the {SPLIT} split is empty")
+    if name == "real_edit" and resolution is None:
+        from rewardedit_jax.sampling.sampler import DEFAULT_RESOLUTION
+
+        resolution = DEFAULT_RESOLUTION
+    if name == "real_edit" and resolution < 64:
+        raise EvaluationError(f"--resolution must be at least 64 for real_edit; got {resolution}")
+    if dtype == "auto":
+        import jax
+
+        dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    settings = GenerationSettings(
+        model=str(model_path.resolve()),
+        benchmark=bench.full_name,
+        steps=int(steps),
+        text_guidance=float(text_guidance),
+        image_guidance=float(image_guidance),
+        seed=int(seed),
+        resolution=resolution,
+        scheduler=scheduler,
+        dtype=dtype,
+        reward=reward_scores,
+        feedback=feedback,
+    )
+    _check_generation_settings(out, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"{bench.full_name}: {len(bench.edits)} edits -> {out}")
+
+    run = _Run(out, bench, settings, log, progress)
+    run.generate(
+        reward_requested=reward is not None or feedback is not None,
+        batch_size=batch_size,
+        compiler_options=dict(compiler_options) if compiler_options else None,
+    )
+    run.ensure_side_files()
+    hashes = {e.index: _sha256(run.image_path(e)) for e in bench.edits}
+    judgments = run.judge(judge, judge_config, hashes)
+    metrics = run.metrics(clip_model, hashes)
+
+    judged = judge != "none"
+    by_type: dict[str, list[BenchmarkEdit]] = {}
+    for edit in bench.edits:
+        by_type.setdefault(edit.edit_type, []).append(edit)
+    by_type = dict(sorted(by_type.items(), key=lambda kv: _type_order(kv[0])))
+    generation = (
+        json.loads((out / "generation.json").read_text()) if (out / "generation.json").is_file() else {}
+    )
+    results = {
+        "overall": aggregate(bench.edits, judgments, metrics, judged),
+        "by_edit_type": {t: aggregate(edits, judgments, metrics, judged) for t, edits in by_type.items()},
+        "config": {
+            "model": settings.model,
+            "benchmark": bench.full_name,
+            "dataset_dir": str(dataset_dir),
+            "split": SPLIT,
+            "judge": judge,
+            "judge_model": judge_config.model if judge == "gpt" else None,
+            "yes_threshold": _oracle_threshold() if judge == "oracle" else None,
+            "generation": {k: v for k, v in settings.as_dict().items() if k not in ("model", "benchmark")},
+            "reward_condition": generation.get("reward_condition"),
+            "batch_size": batch_size,
+            "limit": limit,
+            "clip_model": clip_model,
+            "versions": _versions_info(),
+        },
+        "run": run.stats,
+    }
+    grids = _write_grids(run, by_type)
+    rows = [_report_row(run, e, judgments.get(e.index), metrics[e.index]) for e in bench.edits]
+    tiny = max(_open_rgb(run.image_path(bench.edits[0])).size) < 128
+    report.write_report(
+        out / "report.html",
+        results,
+        rows,
+        title=f"{Path(settings.model).name} on {bench.full_name}",
+        grids=grids,
+        tiny_images=tiny,
+    )
+    run.stats["seconds"] = round(time.perf_counter() - start, 2)
+    report.atomic_write_json(out / "results.json", results)
+    overall = results["overall"]
+    summary = ", ".join(
+        f"{p} {100 * overall[f'{p}_yes']:.1f}% / {overall[f'{p}_score']:.2f}"
+        for p in PERSPECTIVES
+        if overall[f"{p}_yes"] is not None
+    )
+    log(f"wrote {out / 'results.json'} and {out / 'report.html'}" + (f": {summary}" if summary else ""))
+    return results
+
+
+def _oracle_threshold() -> float:
+    from rewardedit_jax.oracle import YES_THRESHOLD
+
+    return YES_THRESHOLD
+
+
+def _gpt_config(judge_config, out: Path):
+    from rewardedit_jax.judge import JudgeConfig, api_key_from_env
+
+    judge_config = judge_config or JudgeConfig()
+    if judge_config.cache_path is None:
+        judge_config = dataclasses.replace(judge_config, cache_path=str(out / "judge-cache.sqlite"))
+    if not api_key_from_env(judge_config.azure):
+        names = "AZURE_OPENAI_API_KEY or OPENAI_API_KEY" if judge_config.azure else "OPENAI_API_KEY"
+        raise EvaluationError(f"--judge gpt needs an API key: set {names} (or use --judge none)")
+    return judge_config
+
+
+def _write_grids(run: _Run, by_type: Mapping[str, list[BenchmarkEdit]]) -> dict[str, str]:
+    from rewardedit_jax.edit import write_png_atomically
+
+    grids = {}
+    for edit_type, edits in by_type.items():
+        strips = []
+        for edit in edits[:MAX_GRID_EDITS]:
+            paths = [run.input_path(edit), run.image_path(edit)]
+            if run.bench.has_references:
+                paths.append(run.target_path(edit))
+            strips.append([np.asarray(_open_rgb(p)) for p in paths])
+        relative = f"grids/{_safe(edit_type)}.png"
+        write_png_atomically(report.make_grid(strips, cell=GRID_CELL), run.out / relative)
+        grids[edit_type] = relative
+    return grids
+
+
+def _report_row(run: _Run, edit: BenchmarkEdit, judgment, metrics: Mapping) -> dict:
+    row = {
+        "name": edit.name,
+        "edit_type": edit.edit_type,
+        "instruction": edit.instruction,
+        "source": run.input_path(edit).relative_to(run.out).as_posix(),
+        "edited": run.image_path(edit).relative_to(run.out).as_posix(),
+        "judgment": judgment,
+        "metrics": dict(metrics),
+    }
+    if run.bench.has_references:
+        row["target"] = run.target_path(edit).relative_to(run.out).as_posix()
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------
+# The CLI.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m rewardedit_jax.evaluate",
+        description="Generate, judge and summarize a benchmark's edits (Real-Edit protocol).",
+    )
+    p.add_argument(
+        "--model", required=True, help="diffusers pipeline folder, Flax model directory or workdir"
+    )
+    p.add_argument("--benchmark", required=True, help="real_edit or synthetic_edit[/CONFIG]")
+    p.add_argument("--data-dir", required=True, help="TFDS data_dir the benchmark is built in")
+    p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
+    p.add_argument("--judge", choices=JUDGES, help="default: gpt for real_edit, oracle for synthetic_edit")
+    p.add_argument(
+        "--reward", help="reward scores 'following,preserving,quality' (reward models; default 5,5,5)"
+    )
+    p.add_argument("--feedback", help='feedback text (reward models; default "None; None; None")')
+    p.add_argument("--steps", type=int, default=30, help="sampling steps (default 30)")
+    p.add_argument("--text-guidance", type=float, default=7.5, help="text guidance scale (default 7.5)")
+    p.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale (default 1.5)")
+    p.add_argument("--seed", type=int, default=42, help="seed of every edit (default 42)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        help="long side of the fitted input (default: 512 real_edit, native synthetic)",
+    )
+    p.add_argument("--scheduler", choices=SCHEDULER_CHOICES, default="euler_ancestral")
+    p.add_argument(
+        "--dtype", choices=DTYPE_CHOICES, default="auto", help="auto: bfloat16 on GPU/TPU, else float32"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="edits per sampler call (default 8)"
+    )
+    p.add_argument("--limit", type=int, help="only the first N edits (quick looks)")
+    p.add_argument("--clip-model", help="local transformers CLIPModel folder for CLIP-I / CLIP-T")
+    p.add_argument("--judge-model", default="gpt-4o", help="--judge gpt: model (paper: gpt-4o-2024-05-13)")
+    p.add_argument("--judge-base-url", help="--judge gpt: an OpenAI-compatible endpoint")
+    p.add_argument("--judge-concurrency", type=int, default=8, help="--judge gpt: requests in flight")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def run_cli(args) -> dict:
+    judge_config = None
+    if args.judge == "gpt" or (args.judge is None and args.benchmark.startswith("real_edit")):
+        from rewardedit_jax.judge import JudgeConfig
+
+        try:
+            judge_config = JudgeConfig(
+                model=args.judge_model, base_url=args.judge_base_url, concurrency=args.judge_concurrency
+            )
+        except ValueError as e:
+            raise EvaluationError(str(e)) from None
+    return evaluate(
+        args.model,
+        args.benchmark,
+        args.data_dir,
+        args.out,
+        judge=args.judge,
+        reward=args.reward,
+        feedback=args.feedback,
+        steps=args.steps,
+        text_guidance=args.text_guidance,
+        image_guidance=args.image_guidance,
+        seed=args.seed,
+        resolution=args.resolution,
+        scheduler=args.scheduler,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        clip_model=args.clip_model,
+        judge_config=judge_config,
+        progress=not args.no_progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run_cli(args)
+    except EvaluationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Tolerant, code-free parsing of the judge's answers.
+
+The model is asked for a JSON object, but LVLMs (and the official Real-Edit protocol, which asks for "a small
+dict") also return Python-dict-like text: single quotes, `True`/`None`, bare keys, a code fence or a sentence
+around the object. This module accepts all of that without ever evaluating code (no `eval`, no
+`ast.literal_eval`): the first `{...}` that is valid JSON, or that a small hand-written parser for flat
+dict literals accepts, is the answer.
+
+Accepted keys (case-insensitive, spaces/dashes/underscores alike):
+- score: `score`, `rating`;
+- yes/no (eval): `answer`, and the official protocol's `following`, `consistent`, `clear` (plus
+  `consistency`, `clarity`, `preserving`, `quality`, `verdict`);
+- failure points (label): `feedback`, `negative_prompt`, `failure_points`, `failures`, `issues`, `reason`.
+
+Scores may be integers or decimals, numbers or numeric strings ("4", "4.5", "4/5"). A score outside 0..5, a
+missing field or no object at all raises `ParseError`, which the judge records with the raw answer: unlike the
+official parser (which silently dropped integer scores), nothing is ever dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+
+MAX_ANSWER_CHARS = 20_000
+
+SCORE_KEYS = ("score", "rating")
+ANSWER_KEYS = (
+    "answer",
+    "following",
+    "consistent",
+    "clear",
+    "consistency",
+    "clarity",
+    "preserving",
+    "quality",
+    "verdict",
+)
+FEEDBACK_KEYS = ("feedback", "negative_prompt", "failure_points", "failures", "issues", "reason")
+
+# Feedback texts that mean "no failure point"; they are normalised to "None", as in the inference condition.
+_NO_FAILURE = {"", "none", "n/a", "na", "no", "nothing", "no failure points", "no failure point", "no issues"}
+
+_NUMBER = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?:/\s*5(?:\.0*)?)?\s*$")
+
+
+class ParseError(ValueError):
+    """The answer is not a usable judgment; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelAnswer:
+    score: float
+    feedback: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalAnswer:
+    answer: str  # "yes" or "no"
+    score: float
+
+
+def parse_answer(text: str | None, mode: str) -> LabelAnswer | EvalAnswer:
+    if mode == "label":
+        return parse_label_answer(text)
+    if mode == "eval":
+        return parse_eval_answer(text)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+def parse_label_answer(text: str | None) -> LabelAnswer:
+    fields = _normalised_fields(text)
+    score = _score(fields)
+    key = _first_key(fields, FEEDBACK_KEYS)
+    if key is None:
+        raise ParseError(f"no feedback field (expected one of {', '.join(FEEDBACK_KEYS)})")
+    return LabelAnswer(score=score, feedback=_feedback(fields[key]))
+
+
+def parse_eval_answer(text: str | None) -> EvalAnswer:
+    fields = _normalised_fields(text)
+    score = _score(fields)
+    key = _first_key(fields, ANSWER_KEYS)
+    if key is None:
+        raise ParseError(f"no yes/no field (expected one of {', '.join(ANSWER_KEYS)})")
+    return EvalAnswer(answer=_yes_no(fields[key]), score=score)
+
+
+def extract_object(text: str | None) -> dict:
+    """The first `{...}` in `text` that parses as a JSON object or a flat Python-dict-like literal."""
+    if text is None or not text.strip():
+        raise ParseError("empty answer")
+    if len(text) > MAX_ANSWER_CHARS:
+        raise ParseError(f"answer longer than {MAX_ANSWER_CHARS} characters")
+    for candidate in _braced_spans(text):
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            value = _DictLiteralParser(candidate).parse()
+        if isinstance(value, dict):
+            return value
+    raise ParseError("no JSON object or dict in the answer")
+
+
+def _normalised_fields(text: str | None) -> dict:
+    obj = extract_object(text)
+    fields = {}
+    for key, value in obj.items():
+        norm = re.sub(r"[\s\-_]+", "_", str(key).strip().lower())
+        fields.setdefault(norm, value)
+    return fields
+
+
+def _first_key(fields: dict, names: tuple[str, ...]) -> str | None:
+    return next((name for name in names if name in fields), None)
+
+
+def _score(fields: dict) -> float:
+    key = _first_key(fields, SCORE_KEYS)
+    if key is None:
+        raise ParseError("no score field")
+    value = fields[key]
+    if isinstance(value, bool) or value is None:
+        raise ParseError(f"score {value!r} is not a number")
+    if isinstance(value, (int, float)):
+        score = float(value)
+    elif isinstance(value, str) and (match := _NUMBER.match(value)):
+        score = float(match.group(1))
+    else:
+        raise ParseError(f"score {value!r} is not a number")
+    if not math.isfinite(score) or not 0.0 <= score <= 5.0:
+        raise ParseError(f"score {value!r} outside 0..5")
+    return score
+
+
+def _yes_no(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        word = value.strip().strip(".!\"'").strip().lower()
+        if word in ("yes", "y", "true"):
+            return "yes"
+        if word in ("no", "n", "false"):
+            return "no"
+    raise ParseError(f"answer {value!r} is not yes or no")
+
+
+def _feedback(value) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = "; ".join(v.strip() for v in value if v.strip())
+    if not isinstance(value, str):
+        raise ParseError(f"feedback {value!r} is not text")
+    text = " ".join(value.split())
+    if text.lower().rstrip(".") in _NO_FAILURE:
+        return "None"
+    return text
+
+
+def _braced_spans(text: str):
+    """Each balanced `{...}` substring, outermost first, in order; braces inside quotes do not count."""
+    start = text.find("{")
+    while start != -1:
+        depth, quote, escaped = 0, None, False
+        for pos in range(start, len(text)):
+            char = text[pos]
+            if quote:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == quote:
+                    quote = None
+            elif char in "\"'":
+                # An apostrophe inside a bare word ("woman's") is not a quote.
+                if char == "'" and pos > 0 and text[pos - 1].isalnum():
+                    continue
+                quote = char
+            elif char == "{":
+                depth += 1
+            elif char == "}":
+                depth -= 1
+                if depth == 0:
+                    yield text[start : pos + 1]
+                    break
+        start = text.find("{", start + 1)
+
+
+class _DictLiteralParser:
+    """Recursive-descent parser for dict-like literals: `{'score': 4, following: yes, "x": None}`.
+
+    Values: single- or double-quoted strings (with backslash escapes), numbers, true/false/null in JSON or
+    Python spelling, bare words (up to the next `,` or `}`), and nested dicts/lists of those. Returns None
+    when the text is not such a literal. It builds plain data only; nothing is ever executed.
+    """
+
+    _BARE = {"true": True, "false": False, "null": None, "none": None}
+
+    def __init__(self, text: str):
+        self.text = text
+        self.pos = 0
+
+    def parse(self):
+        try:
+            value = self._value(depth=0)
+            self._space()
+            return value if self.pos == len(self.text) and isinstance(value, dict) else None
+        except (ParseError, IndexError):
+            return None
+
+    def _space(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def _peek(self) -> str:
+        self._space()
+        return self.text[self.pos]
+
+    def _expect(self, char: str) -> None:
+        if self._peek() != char:
+            raise ParseError(f"expected {char!r}")
+        self.pos += 1
+
+    def _value(self, depth: int):
+        if depth > 8:
+            raise ParseError("nested too deeply")
+        char = self._peek()
+        if char == "{":
+            return self._dict(depth)
+        if char == "[":
+            return self._list(depth)
+        if char in "\"'":
+            return self._string()
+        return self._bare(stop=",}]")
+
+    def _dict(self, depth: int) -> dict:
+        self._expect("{")
+        out = {}
+        while self._peek() != "}":
+            key = self._string() if self._peek() in "\"'" else self._bare(stop=":,}")
+            if not isinstance(key, str):
+                key = str(key)
+            self._expect(":")
+            out[key] = self._value(depth + 1)
+            if self._peek() == ",":
+                self.pos += 1
+            elif self._peek() != "}":
+                raise ParseError("expected ',' or '}'")
+        self.pos += 1
+        return out
+
+    def _list(self, depth: int) -> list:
+        self._expect("[")
+        out = []
+        while self._peek() != "]":
+            out.append(self._value(depth + 1))
+            if self._peek() == ",":
+                self.pos += 1
+            elif self._peek() != "]":
+                raise ParseError("expected ',' or ']'")
+        self.pos += 1
+        return out
+
+    def _string(self) -> str:
+        quote = self.text[self.pos]
+        self.pos += 1
+        chars = []
+        escapes = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+        while True:
+            char = self.text[self.pos]
+            self.pos += 1
+            if char == quote:
+                return "".join(chars)
+            if char == "\\":
+                nxt = self.text[self.pos]
+                self.pos += 1
+                if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", self.text[self.pos : self.pos + 4]):
+                    chars.append(chr(int(self.text[self.pos : self.pos + 4], 16)))
+                    self.pos += 4
+                else:
+                    chars.append(escapes.get(nxt, nxt))
+            else:
+                chars.append(char)
+
+    def _bare(self, stop: str):
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in stop:
+            self.pos += 1
+        word = self.text[start : self.pos].strip()
+        if not word:
+            raise ParseError("empty value")
+        if word.lower() in self._BARE:
+            return self._BARE[word.lower()]
+        if _NUMBER.match(word) and "/" not in word:
+            return float(word) if any(c in word for c in ".eE") else int(word)
+        return word

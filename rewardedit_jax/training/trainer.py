@@ -1,0 +1,676 @@
+"""``train_and_evaluate(config, workdir)``: stage 1 (InstructPix2Pix) and stage 2 (reward) training.
+
+One ahead-of-time compiled, sharded, donated train step over a (data, fsdp, tensor) mesh; Orbax
+checkpoints (train state + data-iterator state) every ``checkpoint_every_steps`` and on SIGTERM; exact
+resume from the same workdir; a NaN/Inf guard naming the step; metrics in ``metrics.jsonl`` and
+TensorBoard. Works on one CPU, one GPU, multi-node GPU and TPU pods (every host runs the same command).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from rewardedit_jax.convert import model_dir as model_dir_lib
+from rewardedit_jax.training import sharding as shard_lib
+from rewardedit_jax.training import step as step_lib
+from rewardedit_jax.training import workdir as workdir_lib
+from rewardedit_jax.training.metrics import MetricsWriter
+from rewardedit_jax.training.sharding import ConfigError
+
+log = logging.getLogger("rewardedit_jax.train")
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class TrainingError(RuntimeError):
+    """The run stopped (NaN/Inf loss, ...); the message names the step."""
+
+
+# --- config validation (before anything expensive) ------------------------------------------------------
+
+
+def _default_config() -> ml_collections.ConfigDict:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "default.py"
+    if not path.is_file():
+        raise ConfigError(f"{path}: the default config (the schema of every key) is missing")
+    spec = importlib.util.spec_from_file_location("_rewardedit_default_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def check_config(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int, int]:
+    """Validate ``config`` against the default schema and the devices; returns the mesh shape."""
+    _check_keys(config, _default_config(), "config")
+    if config.batch_size <= 0 or config.total_steps <= 0:
+        raise ConfigError("config.batch_size and config.total_steps must be positive")
+    shape = shard_lib.mesh_shape(dict(config.mesh), num_devices)
+    dp = shape[0] * shape[1]
+    if config.batch_size % (dp * config.grad_accum_steps):
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by data-parallel size {dp} x "
+            f"grad_accum_steps {config.grad_accum_steps}"
+        )
+    if config.batch_size % jax.process_count():
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by {jax.process_count()} hosts"
+        )
+    if config.compute_dtype not in DTYPES:
+        raise ConfigError(
+            f"config.compute_dtype must be one of {sorted(DTYPES)}, got {config.compute_dtype!r}"
+        )
+    if config.remat not in ("none", "blocks"):
+        raise ConfigError(f"config.remat must be none or blocks, got {config.remat!r}")
+    if not config.init_from and not config.model.unet:
+        raise ConfigError("config.init_from is empty and config.model.unet gives no config for random init")
+    if config.init_from and not Path(config.init_from).exists():
+        raise ConfigError(f"config.init_from: {config.init_from} does not exist")
+    return shape
+
+
+def _check_keys(config, reference, prefix: str) -> None:
+    free = {"unet", "vae", "text_encoder"}  # free-form diffusers configs
+    for key in config.keys():
+        if key not in reference:
+            raise ConfigError(f"unknown config key {prefix}.{key}")
+        if isinstance(config[key], ml_collections.ConfigDict) and key not in free:
+            _check_keys(config[key], reference[key], f"{prefix}.{key}")
+
+
+# --- models ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainModels:
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict
+    unet_config: dict  # diffusers config.json of the U-Net (for export)
+    vae_config: dict
+    text_encoder_config: dict
+
+
+def build_models(config, workdir: Path) -> TrainModels:
+    """The models to train: from the workdir (restart), ``init_from``, or random init."""
+    from rewardedit_jax.convert import pipeline as pipeline_lib
+    from rewardedit_jax.convert import unet as unet_convert
+    from rewardedit_jax.models.reward import RewardConfig
+
+    compute = DTYPES[config.compute_dtype]
+    model_path = workdir / workdir_lib.MODEL
+    if model_path.is_dir() and model_dir_lib.is_model_dir(model_path):
+        return _load_model_dir(model_path, compute)
+    if not config.init_from:
+        models = _random_models(config, compute)
+    elif workdir_lib.is_workdir(config.init_from):
+        models = _load_model_dir(Path(config.init_from) / workdir_lib.MODEL, compute)
+        step = workdir_lib.load_unet_params(config.init_from, models.unet, ema=config.init_from_ema)
+        log.info("initialized the U-Net from %s step %d", config.init_from, step)
+    else:
+        p = pipeline_lib.load_pipeline(config.init_from, compute_dtype=compute)
+        components, _ = pipeline_lib.layout_of(config.init_from)
+        src = Path(config.init_from)
+
+        def cfg_of(name):
+            if model_dir_lib.is_model_dir(src):
+                return model_dir_lib.component_config(src / name)[0]
+            from rewardedit_jax.convert.weights import read_json
+
+            return read_json(src / name / "config.json")
+
+        models = TrainModels(
+            p.unet,
+            p.vae,
+            p.text_encoder,
+            p.tokenizer,
+            p.scheduler_config,
+            cfg_of("unet"),
+            cfg_of("vae"),
+            cfg_of("text_encoder"),
+        )
+    unet = models.unet
+    if unet.config.in_channels != config.model.in_channels:
+        unet = unet_convert.expand_input_channels(unet, config.model.in_channels)
+    if config.reward.enabled and not unet.has_reward:
+        unet = unet_convert.add_reward_conditioning(
+            unet, RewardConfig(dropout=config.reward.dropout), seed=config.seed
+        )
+    elif unet.has_reward and not config.reward.enabled:
+        raise ConfigError("config.init_from has reward modules; set config.reward.enabled=True to train them")
+    models.unet = unet
+    return models
+
+
+def _random_models(config, compute) -> TrainModels:
+    from rewardedit_jax.models.clip_text import build_text_encoder
+    from rewardedit_jax.models.unet import build_unet
+    from rewardedit_jax.models.vae import build_vae
+    from rewardedit_jax.schedule import NoiseSchedule
+    from rewardedit_jax.tokenizer import load_tokenizer
+
+    if not config.model.tokenizer:
+        raise ConfigError("random init needs config.model.tokenizer (a CLIP tokenizer folder)")
+    unet_cfg = dict(config.model.unet.to_dict(), in_channels=config.model.in_channels)
+    vae_cfg, te_cfg = config.model.vae.to_dict(), config.model.text_encoder.to_dict()
+    key = config.seed
+    scheduler = dict(NoiseSchedule.sd15().config, _class_name="DDPMScheduler")
+    return TrainModels(
+        unet=build_unet(unet_cfg, seed=key, dtype=compute),
+        vae=build_vae(vae_cfg, seed=key + 1, dtype=compute),
+        text_encoder=build_text_encoder(te_cfg, seed=key + 2, dtype=compute),
+        tokenizer=load_tokenizer(config.model.tokenizer),
+        scheduler_config=scheduler,
+        unet_config=unet_cfg,
+        vae_config=vae_cfg,
+        text_encoder_config=te_cfg,
+    )
+
+
+def _load_model_dir(path: Path, compute) -> TrainModels:
+    from rewardedit_jax.convert import clip_text, unet, vae
+    from rewardedit_jax.convert.weights import read_json
+    from rewardedit_jax.tokenizer import load_tokenizer
+
+    unet_config, extra = model_dir_lib.component_config(path / "unet")
+    reward = None
+    if extra.get("reward"):
+        from rewardedit_jax.models.reward import RewardConfig
+
+        reward = RewardConfig(**extra["reward"])
+    cfg = unet.unet_config(unet_config, path / "unet" / "config.json", reward)
+    unet_model = unet.build_abstract(cfg, compute)
+    if (path / "unet" / "params").is_dir():
+        model_dir_lib.restore_params(path / "unet", unet_model)
+    else:  # a training workdir's model/: parameters come from the checkpoints
+        from rewardedit_jax.models.layers import fill_random_
+
+        fill_random_(unet_model)
+    from rewardedit_jax.convert.mapping import finish_loaded
+
+    finish_loaded(unet_model)
+    vae_model, vae_cfg = vae.load_flax_vae(path / "vae", compute_dtype=compute)
+    te_model, te_cfg = clip_text.load_flax_text_encoder(path / "text_encoder", compute_dtype=compute)
+    return TrainModels(
+        unet_model,
+        vae_model,
+        te_model,
+        load_tokenizer(path / "tokenizer"),
+        read_json(path / "scheduler" / "scheduler_config.json"),
+        unet_config,
+        vae_cfg,
+        te_cfg,
+    )
+
+
+def write_model_dir(models: TrainModels, dst: Path) -> None:
+    """``DIR/model``: frozen components with parameters, the U-Net config only (atomic)."""
+    from rewardedit_jax.convert import clip_text, unet, vae
+    from rewardedit_jax.convert.weights import atomic_directory, write_json
+
+    with atomic_directory(dst, overwrite=True) as tmp:
+        model_dir_lib.write_component_config(
+            tmp / "unet",
+            unet.diffusers_config_for(models.unet, models.unet_config),
+            unet.reward_extra(models.unet),
+        )
+        vae.save_flax_vae(models.vae, tmp / "vae", models.vae_config)
+        clip_text.save_flax_text_encoder(
+            models.text_encoder, tmp / "text_encoder", models.text_encoder_config
+        )
+        models.tokenizer.backend.save_pretrained(str(tmp / "tokenizer"))
+        (tmp / "scheduler").mkdir()
+        write_json(tmp / "scheduler" / "scheduler_config.json", models.scheduler_config)
+        model_dir_lib.write_manifest(
+            tmp, ["unet", "vae", "text_encoder", "tokenizer", "scheduler"], layout="pipeline"
+        )
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+
+
+class _Preemption:
+    """SIGTERM (preemption) sets a flag; the loop saves a checkpoint and exits cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def any_host(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
+
+
+def _data_iterator(config, tokenizer, seed: int):
+    from rewardedit_jax.data import pipeline as data_pipeline
+
+    data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    if config.data.latent_cache:
+        from rewardedit_jax.data.latent_cache import make_latent_dataset
+
+        return make_latent_dataset(
+            config.data.latent_cache,
+            global_batch_size=config.batch_size,
+            seed=seed,
+            read_threads=config.data.read_threads,
+            worker_count=config.data.worker_count,
+        )
+    return data_pipeline.make_dataset(
+        config.data.name,
+        config.data.split,
+        global_batch_size=config.batch_size,
+        data_dir=data_dir,
+        resolution=config.data.resolution,
+        tokenizer=tokenizer,
+        seed=seed,
+        read_threads=config.data.read_threads,
+        worker_count=config.data.worker_count,
+        fast_jpeg=config.data.fast_jpeg,
+    )
+
+
+def check_dataset(config) -> None:
+    """Fail early, with one line, when the dataset is not built."""
+    if config.data.latent_cache:
+        if not (Path(config.data.latent_cache) / "cache_info.json").is_file():
+            raise ConfigError(f"config.data.latent_cache: {config.data.latent_cache} is not a latent cache")
+        return
+    from rewardedit_jax.data import pipeline as data_pipeline
+
+    data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    try:
+        data_pipeline.load_data_source(config.data.name, config.data.split, data_dir)
+    except Exception as e:
+        raise ConfigError(
+            f"config.data.name: cannot open {config.data.name!r} split {config.data.split!r} in "
+            f"{data_dir or 'the default TFDS data_dir'} ({' '.join(str(e).split())[:200]}); "
+            "build it with tfds build"
+        ) from None
+
+
+def _batch_keys(reward: bool, latent: bool) -> tuple[str, ...]:
+    if latent:
+        keys = step_lib.LATENT_KEYS + (("feedback_pooled", "reward_scores") if reward else ())
+    else:
+        keys = step_lib.IMAGE_KEYS + (("feedback_input_ids", "reward_scores") if reward else ())
+    return keys
+
+
+def to_global(tree, shardings):
+    """Place host values (identical on every host) as global arrays with ``shardings`` (multi-host safe)."""
+
+    def put(x, sharding):
+        if x is None:
+            return None
+        if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key):
+            impl = jax.random.key_impl(x)
+            return jax.random.wrap_key_data(put(jax.random.key_data(x), sharding), impl=impl)
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree, shardings)
+
+
+def _abstract(tree, shardings):
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+    """Train per ``config`` in ``workdir`` (resuming if it holds a checkpoint).
+
+    Returns the last logged metrics, ``step``, ``compile_s`` and the final train ``state`` (global arrays).
+    """
+    import grain
+    import orbax.checkpoint as ocp
+
+    from rewardedit_jax.models.attention import attention_implementation
+    from rewardedit_jax.schedule import NoiseSchedule
+
+    workdir = Path(workdir).absolute()
+    check_config(config, jax.device_count())
+    check_dataset(config)
+    mesh = shard_lib.make_mesh(dict(config.mesh))
+    is_main = jax.process_index() == 0
+    models = build_models(config, workdir)
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not model_dir_lib.is_model_dir(workdir / workdir_lib.MODEL):
+            write_model_dir(models, workdir / workdir_lib.MODEL)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("rewardedit_jax.model_dir")
+
+    schedule_cfg = dict(models.scheduler_config)
+    if config.model.prediction_type:
+        schedule_cfg["prediction_type"] = config.model.prediction_type
+    schedule = NoiseSchedule.from_scheduler_config(schedule_cfg)
+    reward = config.reward.enabled
+    compute = DTYPES[config.compute_dtype]
+    step_cfg = step_lib.StepConfig(
+        schedule=schedule,
+        scaling_factor=float(models.vae.scaling_factor),
+        cfg_dropout_prob=config.cfg_dropout_prob,
+        reward=reward,
+        grad_accum_steps=config.grad_accum_steps,
+        ema_max_decay=config.ema.max_decay if config.ema.enabled else None,
+        compute_dtype=compute,
+    )
+    unet_g, params, unet_rngs = nnx.split(models.unet, nnx.Param, ...)
+    vae_g, vae_state = nnx.split(models.vae)
+    te_g, te_state = nnx.split(models.text_encoder)
+    graphs = step_lib.Models(unet_g, vae_g, te_g)
+    empty_ids = jnp.asarray(models.tokenizer([""]))
+    empty_embeds = models.text_encoder(empty_ids)[0][0]
+    rules = dict(config.sharding_rules)
+    rep = shard_lib.replicated(mesh)
+    frozen = {
+        "vae": vae_state,
+        "text_encoder": te_state,
+        "empty_embeds": empty_embeds,
+        "unet_rngs": unet_rngs,
+    }
+    frozen_sh = jax.tree.map(lambda _: rep, frozen)
+    frozen = to_global(frozen, frozen_sh)
+
+    optimizer = step_lib.make_optimizer(config)
+    lr_schedule = step_lib.learning_rate_schedule(config)
+    params_sh = shard_lib.param_shardings(params, rules, mesh)
+    params = to_global(params, params_sh)
+    opt_sh = optimizer_shardings(jax.eval_shape(optimizer.init, params), params, params_sh, rep)
+    opt_state = jax.jit(optimizer.init, out_shardings=opt_sh)(params)
+    state = {
+        "step": to_global(np.zeros((), np.int32), rep),
+        "params": params,
+        "opt_state": opt_state,
+        "ema": jax.tree.map(jnp.copy, params) if config.ema.enabled else None,
+        "rng": to_global(jax.random.key_data(jax.random.key(config.seed)), rep),
+    }
+    state_sh = {
+        "step": rep,
+        "params": params_sh,
+        "opt_state": opt_sh,
+        "ema": params_sh if config.ema.enabled else None,
+        "rng": rep,
+    }
+
+    data = _data_iterator(config, models.tokenizer, config.seed)
+    ckpt_dir = workdir / workdir_lib.CHECKPOINTS
+    manager = ocp.CheckpointManager(
+        ckpt_dir,
+        item_names=("state", "data"),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=config.keep_checkpoints,
+            enable_async_checkpointing=config.async_checkpointing,
+            create=True,
+        ),
+    )
+    start = manager.latest_step()
+    if start is not None:
+        target = workdir_lib.flatten_state(_abstract(state, state_sh))
+        restored = manager.restore(
+            start,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(data)
+            ),
+        )
+        state = workdir_lib.unflatten_state(state, restored["state"])
+        log.info("resumed from %s at step %d", ckpt_dir, start)
+    start = int(start or 0)
+
+    latent = bool(config.data.latent_cache)
+    keys = _batch_keys(reward, latent)
+    batch_sh = shard_lib.batch_sharding(mesh)
+
+    order_file = open(workdir / "data_order.jsonl", "a") if (config.log_data_order and is_main) else None
+
+    def next_batch():
+        local = next(data)
+        if order_file is not None:
+            order_file.write(json.dumps([int(i) for i in np.asarray(local["record_index"]).ravel()]) + "\n")
+            order_file.flush()
+        missing = [k for k in keys if k not in local]
+        if missing:
+            raise ConfigError(
+                f"config.data.name: the batches lack {missing} (reward.enabled needs a dataset with rewards)"
+            )
+        return {k: jax.make_array_from_process_local_data(batch_sh, np.asarray(local[k])) for k in keys}
+
+    batch = next_batch()
+    train_step = step_lib.make_train_step(graphs, step_cfg, optimizer, lr_schedule)
+    jitted = jax.jit(
+        train_step,
+        in_shardings=(state_sh, jax.tree.map(lambda _: batch_sh, batch), frozen_sh),
+        out_shardings=(state_sh, rep),
+        donate_argnums=(0,),
+    )
+    t0 = time.perf_counter()
+    with attention_implementation(config.attention):
+        compiled = jitted.lower(state, batch, frozen).compile()
+    compile_s = time.perf_counter() - t0
+    flops = _flops(compiled)
+    if is_main:
+        log.info("compiled the train step in %.1fs (%.3g TFLOP per step per device)", compile_s, flops / 1e12)
+
+    writer = MetricsWriter(workdir, enabled=is_main)
+    last, pending, window_start, window_steps = {}, None, time.perf_counter(), 0
+    step = start
+    try:
+        with _Preemption() as preemption:
+            while step < config.total_steps:
+                state, metrics = compiled(state, batch, frozen)
+                step += 1
+                window_steps += 1
+                if pending is not None:
+                    _check_finite(*pending)
+                pending = (step, metrics)
+                log_now = step % config.log_every_steps == 0 or step == config.total_steps
+                save_now = step % config.checkpoint_every_steps == 0 or step == config.total_steps
+                stop = preemption.any_host()
+                if log_now or save_now or stop:
+                    _check_finite(*pending)
+                    pending = None
+                if log_now:
+                    jax.block_until_ready(metrics)
+                    elapsed = time.perf_counter() - window_start
+                    step_time = elapsed / max(window_steps, 1)
+                    last = {
+                        "learning/loss": float(metrics["loss"]),
+                        "learning/lr": float(metrics["lr"]),
+                        "learning/grad_norm": float(metrics["grad_norm"]),
+                        "perf/step_time_s": step_time,
+                        "perf/images_per_s": config.batch_size / step_time,
+                        "perf/tflops_per_device": flops / step_time / 1e12,
+                    }
+                    writer.write(step, last)
+                    if is_main:
+                        eta = (config.total_steps - step) * step_time
+                        log.info(
+                            "step %d/%d  loss %.4f  lr %.2e  %.2f img/s  ETA %s",
+                            step,
+                            config.total_steps,
+                            last["learning/loss"],
+                            last["learning/lr"],
+                            last["perf/images_per_s"],
+                            _hms(eta),
+                        )
+                    window_start, window_steps = time.perf_counter(), 0
+                if save_now or stop:
+                    manager.save(
+                        step,
+                        args=ocp.args.Composite(
+                            state=ocp.args.StandardSave(workdir_lib.flatten_state(state)),
+                            data=grain.checkpoint.CheckpointSave(data),
+                        ),
+                    )
+                if stop:
+                    log.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
+                    break
+                if step < config.total_steps:
+                    batch = next_batch()
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+        if order_file is not None:
+            order_file.close()
+    return {"step": step, **last, "compile_s": compile_s, "state": state}
+
+
+def _check_finite(step: int, metrics: dict) -> None:
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+        raise TrainingError(f"loss is {loss} at step {step}; stopping (the last good checkpoint is kept)")
+
+
+def _flops(compiled) -> float:
+    try:
+        analysis = compiled.cost_analysis()
+        if isinstance(analysis, (list, tuple)):
+            analysis = analysis[0]
+        return float(analysis.get("flops", 0.0))
+    except Exception:  # not every backend reports costs
+        return 0.0
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def compile_abstract(config: ml_collections.ConfigDict, *, mesh=None):
+    """Lower and compile the train step from abstract shapes only (no weights, no data).
+
+    Uses the architecture in ``config.model.*`` and the batch shapes the config implies, so the real
+    configuration is known to be consistent before any expensive setup. Returns the compiled step.
+    """
+    from rewardedit_jax.models.attention import attention_implementation
+    from rewardedit_jax.models.clip_text import build_text_encoder
+    from rewardedit_jax.models.reward import RewardConfig
+    from rewardedit_jax.models.unet import UNetConfig, build_unet
+    from rewardedit_jax.models.vae import build_vae
+    from rewardedit_jax.schedule import NoiseSchedule
+
+    check_config(config, jax.device_count())
+    mesh = mesh or shard_lib.make_mesh(dict(config.mesh))
+    compute = DTYPES[config.compute_dtype]
+    reward = config.reward.enabled
+    unet_cfg = UNetConfig.from_diffusers(
+        dict(config.model.unet.to_dict(), in_channels=config.model.in_channels),
+        reward=RewardConfig(dropout=config.reward.dropout) if reward else None,
+    )
+    unet = build_unet(unet_cfg, dtype=compute, abstract=True)
+    vae = build_vae(config.model.vae.to_dict(), dtype=compute, abstract=True)
+    text_encoder = build_text_encoder(config.model.text_encoder.to_dict(), dtype=compute, abstract=True)
+    unet_g, params, unet_rngs = nnx.split(unet, nnx.Param, ...)
+    vae_g, vae_state = nnx.split(vae)
+    te_g, te_state = nnx.split(text_encoder)
+    rep = shard_lib.replicated(mesh)
+    rules = dict(config.sharding_rules)
+    params_sh = shard_lib.param_shardings(params, rules, mesh)
+    optimizer = step_lib.make_optimizer(config)
+    opt_abstract = jax.eval_shape(optimizer.init, params)
+    opt_sh = optimizer_shardings(opt_abstract, params, params_sh, rep)
+    d = text_encoder.config.hidden_size
+    frozen = {
+        "vae": vae_state,
+        "text_encoder": te_state,
+        "empty_embeds": jax.ShapeDtypeStruct((77, d), compute),
+        "unet_rngs": unet_rngs,
+    }
+    state = {
+        "step": jax.ShapeDtypeStruct((), jnp.int32),
+        "params": params,
+        "opt_state": opt_abstract,
+        "ema": params if config.ema.enabled else None,
+        "rng": jax.ShapeDtypeStruct((2,), jnp.uint32),
+    }
+    state_sh = {
+        "step": rep,
+        "params": params_sh,
+        "opt_state": opt_sh,
+        "ema": params_sh if config.ema.enabled else None,
+        "rng": rep,
+    }
+    b, r = config.batch_size, config.data.resolution
+    batch = {
+        "source_image": jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32),
+        "edited_image": jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32),
+        "input_ids": jax.ShapeDtypeStruct((b, 77), jnp.int32),
+    }
+    if reward:
+        batch["feedback_input_ids"] = jax.ShapeDtypeStruct((b, 77), jnp.int32)
+        batch["reward_scores"] = jax.ShapeDtypeStruct((b, 3), jnp.float32)
+    step_cfg = step_lib.StepConfig(
+        schedule=NoiseSchedule.sd15(),
+        scaling_factor=float(vae.scaling_factor),
+        cfg_dropout_prob=config.cfg_dropout_prob,
+        reward=reward,
+        grad_accum_steps=config.grad_accum_steps,
+        ema_max_decay=config.ema.max_decay if config.ema.enabled else None,
+        compute_dtype=compute,
+    )
+    train_step = step_lib.make_train_step(
+        step_lib.Models(unet_g, vae_g, te_g), step_cfg, optimizer, step_lib.learning_rate_schedule(config)
+    )
+    batch_sh = shard_lib.batch_sharding(mesh)
+    jitted = jax.jit(
+        train_step,
+        in_shardings=(state_sh, jax.tree.map(lambda _: batch_sh, batch), jax.tree.map(lambda _: rep, frozen)),
+        out_shardings=(state_sh, rep),
+        donate_argnums=(0,),
+    )
+    with attention_implementation(config.attention):
+        return jitted.lower(state, batch, frozen).compile()
+
+
+def optimizer_shardings(opt_state, params, params_sh, rep):
+    """Optimizer-state shardings: every subtree shaped like the parameters (Adam's moments) follows the
+    parameter shardings; everything else (step counts) is replicated."""
+    params_def = jax.tree.structure(params)
+
+    def rec(x):
+        if jax.tree.structure(x) == params_def:
+            return params_sh
+        if isinstance(x, tuple) and hasattr(x, "_fields"):
+            return type(x)(*(rec(v) for v in x))
+        if isinstance(x, (tuple, list)):
+            return type(x)(rec(v) for v in x)
+        return jax.tree.map(lambda _: rep, x)
+
+    return rec(opt_state)

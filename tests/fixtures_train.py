@@ -1,0 +1,72 @@
+"""Helpers for the training tests: the tiny config, running the CLI, reading metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def tiny_config(tokenizer: Path, data_dir: Path, **overrides):
+    from configs import test_tiny
+
+    config = test_tiny.get_config()
+    config.model.tokenizer = str(tokenizer)
+    config.data.data_dir = str(data_dir)
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def cli_args(config_overrides: dict) -> list[str]:
+    return [f"--config.{k}={v}" for k, v in config_overrides.items()]
+
+
+def run_cli(workdir: Path, overrides: dict, *, env=None, timeout=600) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "rewardedit_jax.train",
+        "--config",
+        str(REPO / "configs" / "test_tiny.py"),
+        "--workdir",
+        str(workdir),
+        *cli_args(overrides),
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def losses(workdir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["learning/loss"] for r in rows}
+
+
+def wait_for_step(workdir: Path, step: int, proc, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    path = Path(workdir) / "metrics.jsonl"
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.stderr.read()[-2000:]}")
+        if path.is_file() and any(json.loads(line)["step"] >= step for line in path.read_text().splitlines()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+def cpu_env(devices: int = 1) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
+    return env

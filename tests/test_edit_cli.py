@@ -1,0 +1,178 @@
+"""``python -m rewardedit_jax.edit`` end to end on a tiny diffusers InstructPix2Pix pipeline folder."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_sd import save_tiny_sd_components
+from fixtures_unet import IP2P_LIKE, make_torch_unet
+from PIL import Image
+
+from rewardedit_jax import edit
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+REPO = Path(__file__).resolve().parents[1]
+# A two-level 8-channel U-Net whose cross-attention width is the tiny text encoder's (32).
+TINY_UNET = dict(
+    IP2P_LIKE,
+    cross_attention_dim=32,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+)
+SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "steps_offset": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    """A diffusers ``StableDiffusionInstructPix2PixPipeline`` folder written by ``save_pretrained``."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+    )
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    root = tmp_path_factory.mktemp("edit_cli")
+    parts = root / "parts"
+    save_tiny_sd_components(parts)
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=AutoencoderKL.from_pretrained(str(parts / "vae")),
+        text_encoder=CLIPTextModel.from_pretrained(str(parts / "text_encoder")),
+        tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")),
+        unet=make_torch_unet(TINY_UNET, seed=3),
+        scheduler=EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(root / "pipeline"))
+    return root / "pipeline"
+
+
+@pytest.fixture
+def source_image(tmp_path):
+    path = tmp_path / "in.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (70, 150, 3), dtype=np.uint8)  # 150 wide, 70 high
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "rewardedit_jax.edit", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+def test_edit_cli_writes_an_edited_png_of_the_fitted_size(pipeline_dir, source_image, tmp_path):
+    out = tmp_path / "results" / "edited.png"
+    args = ["--model", str(pipeline_dir), "--image", str(source_image), "--instruction", "make the cat red"]
+    result = run_cli(*args, "--out", str(out), "--steps", "2", "--resolution", "64")
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as edited:
+        assert edited.format == "PNG" and edited.mode == "RGB"
+        # 150x70 at resolution 64: short side rounded up to 64, long side floored to a multiple of 64.
+        assert edited.size == (128, 64)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["edited.png"]  # no temporary file left
+    assert "compiled the sampler" in result.stderr and "wrote" in result.stderr
+
+
+def test_missing_image_is_a_one_line_error(pipeline_dir, tmp_path):
+    missing = tmp_path / "nope.jpg"
+    result = run_cli(
+        "--model", str(pipeline_dir), "--image", str(missing), "--instruction", "x", "--out", "o.png"
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {missing}: no such image file"]
+    assert result.stdout == ""
+
+
+def test_missing_model_and_unreadable_image_are_one_line_errors(source_image, tmp_path, capsys):
+    out = str(tmp_path / "o.png")
+    assert (
+        edit.main(
+            [
+                "--model",
+                str(tmp_path / "none"),
+                "--image",
+                str(source_image),
+                "--instruction",
+                "x",
+                "--out",
+                out,
+            ]
+        )
+        == 1
+    )
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {tmp_path / 'none'}: no such model folder"
+    ]
+    text_file = tmp_path / "notes.jpg"
+    text_file.write_text("not an image")
+    assert (
+        edit.main(["--model", str(tmp_path), "--image", str(text_file), "--instruction", "x", "--out", out])
+        == 1
+    )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {text_file}: cannot read the image")
+    assert (
+        edit.main(
+            [
+                "--model",
+                str(tmp_path),
+                "--image",
+                str(source_image),
+                "--instruction",
+                "x",
+                "--out",
+                out,
+                "--reward",
+                "5,5",
+            ]
+        )
+        == 1
+    )
+    assert "three comma-separated numbers" in capsys.readouterr().err
+    assert not Path(out).exists()
+
+
+def test_reward_flags_are_rejected_for_a_stock_model(pipeline_dir, source_image, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    argv = [
+        "--model",
+        str(pipeline_dir),
+        "--image",
+        str(source_image),
+        "--instruction",
+        "x",
+        "--out",
+        str(out),
+    ]
+    assert edit.main([*argv, "--reward", "5,5,5", "--resolution", "64"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "not a reward model; --reward" in lines[-1]
+    assert not out.exists()
+
+
+def test_parse_scores():
+    assert edit.parse_scores("5,4.5, 3") == (5.0, 4.5, 3.0)
+    for bad in ("5,5", "a,b,c", "5,5,6", "nan,1,1"):
+        with pytest.raises(edit.EditError):
+            edit.parse_scores(bad)

@@ -1,0 +1,479 @@
+"""``python -m rewardedit_jax.evaluate`` end to end on tiny benchmarks and a tiny random IP2P pipeline."""
+
+import json
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_sd import save_tiny_sd_components, save_tiny_tokenizer
+from fixtures_unet import IP2P_LIKE, make_torch_unet
+from PIL import Image
+
+from rewardedit_jax import evaluate as ev
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the TFDS builders import as `tfds_builders.<name>...`
+    sys.path.insert(0, str(REPO))
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+FAST_COMPILE = {"xla_backend_optimization_level": 0}  # tiny models: compile time dominates on CPU
+CONTRACT_KEYS = {
+    "n",
+    "failed",
+    "following_yes",
+    "following_score",
+    "preserving_yes",
+    "preserving_score",
+    "quality_yes",
+    "quality_score",
+}
+# A two-level 8-channel U-Net whose cross-attention width is the tiny text encoder's (32); VAE factor 2.
+TINY_UNET = dict(
+    IP2P_LIKE,
+    cross_attention_dim=32,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+)
+SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "steps_offset": 1,
+}
+LIMIT = 6
+QUICK = dict(steps=2, compiler_options=FAST_COMPILE, progress=False, log=None)
+ORACLE = dict(judge="oracle", batch_size=4, limit=LIMIT, **QUICK)  # the first 6 edits, batches of 4 + 2
+
+
+def save_tiny_pipeline(root: Path, *, reward: bool = False) -> Path:
+    """A diffusers ``StableDiffusionInstructPix2PixPipeline`` folder (tiny, random; stock or reward U-Net)."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+    )
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    parts = root / "parts"
+    save_tiny_sd_components(parts)
+    # The reward modules need GroupNorm(32) at the first level, as in SD.
+    config = dict(TINY_UNET, norm_num_groups=32) if reward else TINY_UNET
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=AutoencoderKL.from_pretrained(str(parts / "vae")),
+        text_encoder=CLIPTextModel.from_pretrained(str(parts / "text_encoder")),
+        tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")),
+        unet=make_torch_unet(config, reward=reward, seed=3),
+        scheduler=EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(root / "pipeline"))
+    if reward:  # the importable location of the reward U-Net class (as tests/fixtures_pipeline.py does)
+        index = json.loads((root / "pipeline" / "model_index.json").read_text())
+        index["unet"] = ["rewardedit_jax.torch_compat", "RewardUNet2DConditionModel"]
+        (root / "pipeline" / "model_index.json").write_text(json.dumps(index))
+    return root / "pipeline"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_pipeline(tmp_path_factory.mktemp("evaluate_model"))
+
+
+@pytest.fixture(scope="module")
+def synthetic_data_dir(tmp_path_factory):
+    """A data_dir with `synthetic_edit/tiny` (16 test edits, 32x32), built in this process."""
+    from tfds_builders.synthetic_edit import synthetic_edit_dataset_builder
+
+    data_dir = tmp_path_factory.mktemp("evaluate_synthetic")
+    builder = synthetic_edit_dataset_builder.Builder(
+        config="tiny", data_dir=data_dir, file_format="array_record"
+    )
+    builder.download_and_prepare()
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def real_edit_data_dir(tmp_path_factory):
+    """A data_dir with a tiny `real_edit`: a wide photo (150x70, 1 edit), a square one (70x70, 2 edits)."""
+    import tensorflow_datasets as tfds
+
+    from tfds_builders.real_edit import real_edit_dataset_builder
+
+    root = tmp_path_factory.mktemp("evaluate_real_edit")
+    manual = root / "manual"
+    (manual / "Real-Edit").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (70, 150, 3), dtype=np.uint8)).save(
+        manual / "Real-Edit" / "wide.png"
+    )
+    Image.fromarray(rng.integers(0, 256, (70, 70, 3), dtype=np.uint8)).save(
+        manual / "Real-Edit" / "square.png"
+    )
+    instructions = {
+        "wide.png": ["Local. Instruction: make the cat red"],
+        "square.png": ["Style. Instruction: make it a painting", "Global. Instruction: make it night"],
+    }
+    (manual / "real_edit_instruct.json").write_text(json.dumps(instructions))
+    builder = real_edit_dataset_builder.Builder(data_dir=root / "data", file_format="array_record")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    return root / "data", manual
+
+
+@pytest.fixture(scope="module")
+def oracle_run(model_dir, synthetic_data_dir, tmp_path_factory):
+    """The first evaluation of the first 6 synthetic edits with the oracle judge: (out, results)."""
+    out = tmp_path_factory.mktemp("evaluate_oracle") / "run"
+    results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
+    return out, results
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_oracle_evaluation_writes_results_json_and_report(oracle_run):
+    out, results = oracle_run
+    assert json.loads((out / "results.json").read_text()) == results
+    assert set(results) >= {"overall", "by_edit_type", "config"}
+    blocks = [results["overall"], *results["by_edit_type"].values()]
+    for block in blocks:
+        assert set(block) >= CONTRACT_KEYS | {"l1", "l2"}
+        for p in ev.PERSPECTIVES:
+            assert 0.0 <= block[f"{p}_yes"] <= 1.0 and 0.0 <= block[f"{p}_score"] <= 5.0
+        assert 0.0 <= block["l1"] <= 1.0 and 0.0 <= block["l2"] <= block["l1"]
+    assert results["overall"]["n"] == LIMIT and results["overall"]["failed"] == 0
+    assert sum(b["n"] for b in results["by_edit_type"].values()) == LIMIT
+    config = results["config"]
+    assert config["benchmark"] == "synthetic_edit/tiny/1.0.0" and config["judge"] == "oracle"
+    assert config["generation"]["steps"] == 2 and config["generation"]["seed"] == 42
+    assert config["generation"]["resolution"] is None  # native size
+    assert config["yes_threshold"] == 4.0 and config["reward_condition"] is None  # a stock model
+    assert {"jax", "flax", "rewardedit_jax"} <= set(config["versions"])
+    assert (
+        results["run"]["generated"] == LIMIT and results["run"]["compilations"] == 1
+    )  # batches 4 + 2 (padded)
+
+    images = sorted((out / "images").iterdir())
+    assert len(images) == LIMIT
+    for path in images:
+        with Image.open(path) as image:
+            assert image.size == (32, 32)  # the native size of synthetic_edit/tiny
+    judgments = read_jsonl(out / "judgments.jsonl")
+    assert len(judgments) == LIMIT and {j["judge"] for j in judgments} == {"oracle"}
+    assert {j["index"] for j in judgments} == set(range(LIMIT))
+    grids = {p.name for p in (out / "grids").iterdir()}
+    assert grids == {f"{t}.png" for t in results["by_edit_type"]}
+
+    html = (out / "report.html").read_text()
+    for path in images:
+        assert f'src="images/{path.name}"' in html
+        assert f'src="inputs/{path.name}"' in html and f'src="targets/{path.name}"' in html
+    for edit_type in results["by_edit_type"]:
+        assert f'href="grids/{edit_type}.png"' in html
+    first = judgments[0]
+    assert f"{first['following']['score']:.1f}" in html
+    assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_rerun_reuses_every_edit_and_judgment_without_loading_the_model(
+    oracle_run, model_dir, synthetic_data_dir, monkeypatch, capsys
+):
+    out, first = oracle_run
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the rerun loaded the model")
+
+    monkeypatch.setattr("rewardedit_jax.convert.load_pipeline", no_model)
+    argv = [
+        "--model",
+        str(model_dir),
+        "--benchmark",
+        "synthetic_edit/tiny",
+        "--data-dir",
+        str(synthetic_data_dir),
+    ]
+    argv += [
+        "--out",
+        str(out),
+        "--judge",
+        "oracle",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--limit",
+        str(LIMIT),
+    ]
+    start = time.perf_counter()
+    assert ev.main(argv) == 0, capsys.readouterr().err
+    seconds = time.perf_counter() - start
+    results = json.loads((out / "results.json").read_text())
+    run = results["run"]
+    assert run["generated"] == 0 and run["compilations"] == 0 and run["reused_images"] == LIMIT
+    assert run["judged"] == 0 and run["reused_judgments"] == LIMIT
+    assert {k: v for k, v in results.items() if k != "run"} == {k: v for k, v in first.items() if k != "run"}
+    assert {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == mtimes
+    assert len(read_jsonl(out / "judgments.jsonl")) == LIMIT  # nothing judged twice
+    print(f"rerun of {LIMIT} edits: {seconds:.2f} s (first run {first['run']['seconds']:.1f} s)")
+    assert seconds < 10.0
+
+
+def test_a_deleted_edit_is_generated_and_judged_again(oracle_run, model_dir, synthetic_data_dir, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(oracle_run[0], out)
+    victim = sorted((out / "images").iterdir())[2]
+    victim.unlink()
+    results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
+    run = results["run"]
+    assert run["generated"] == 1 and run["reused_images"] == LIMIT - 1
+    assert victim.is_file()
+    # Same seed and model: the same edit up to float rounding (a batch of 1 instead of 4), so its judgment is
+    # normally found again by hash; if rounding changed a pixel, it is judged again.
+    assert run["judged"] + run["reused_judgments"] == LIMIT and run["judged"] <= 1
+    lines = len(read_jsonl(out / "judgments.jsonl"))
+    assert lines == LIMIT + run["judged"]
+    images = sorted((out / "images").iterdir())
+    assert images[0].read_bytes() != victim.read_bytes()
+    victim.write_bytes(images[0].read_bytes())
+    results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
+    # A changed image is judged again.
+    assert results["run"]["generated"] == 0 and results["run"]["judged"] == 1
+    assert len(read_jsonl(out / "judgments.jsonl")) == lines + 1
+
+
+def test_other_generation_settings_in_the_same_folder_are_refused(oracle_run, model_dir, synthetic_data_dir):
+    out = oracle_run[0]
+    with pytest.raises(ev.EvaluationError, match=r"other settings \(steps 2 -> 3\)"):
+        ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **{**QUICK, "steps": 3})
+
+
+def test_two_image_sizes_compile_exactly_twice(model_dir, real_edit_data_dir, tmp_path):
+    from rewardedit_jax.sampling import load_edit_image
+
+    data_dir, manual = real_edit_data_dir
+    out = tmp_path / "real"
+    kwargs = {**QUICK, "steps": 1}  # 128x64 is slow to sample on a shared CPU
+    results = ev.evaluate(
+        model_dir, "real_edit", data_dir, out, judge="none", resolution=64, batch_size=2, **kwargs
+    )
+    # wide: 1 edit at 128x64, square: 2 edits at 64x64 (one batch each size; the padding of a partial batch
+    # is covered by the oracle run: 6 edits in batches of 4 compile once).
+    assert results["run"]["compilations"] == 2 and results["run"]["generated"] == 3
+    sizes = {}
+    for path in (out / "images").iterdir():
+        with Image.open(path) as image:
+            sizes[path.name.split("_", 1)[1]] = image.size
+    assert sizes == {
+        "wide_Local.png": (128, 64),
+        "square_Style.png": (64, 64),
+        "square_Global.png": (64, 64),
+    }
+    # The inputs are fitted exactly as `python -m rewardedit_jax.edit` fits them (one file per photo).
+    assert sorted(p.name for p in (out / "inputs").iterdir()) == ["square_png.png", "wide_png.png"]
+    for name in ("wide", "square"):
+        stored = np.asarray(Image.open(out / "inputs" / f"{name}_png.png"))
+        np.testing.assert_array_equal(stored, load_edit_image(manual / "Real-Edit" / f"{name}.png", 64))
+    assert list(results["by_edit_type"]) == ["Local", "Global", "Style"]  # the paper's order
+    for block in [results["overall"], *results["by_edit_type"].values()]:
+        assert set(block) == CONTRACT_KEYS  # no judge, no references: no scores, no L1/L2
+        assert block["following_yes"] is None and block["failed"] == 0
+    assert results["overall"]["n"] == 3
+    assert not (out / "judgments.jsonl").exists()
+    assert (out / "report.html").is_file() and len(list((out / "grids").iterdir())) == 3
+
+
+def test_gpt_judge_goes_through_the_judge_api_and_its_cache(
+    oracle_run, model_dir, synthetic_data_dir, tmp_path, monkeypatch
+):
+    from judge.chat_server import FAKE_KEY, JudgeServer
+
+    from rewardedit_jax.judge import JudgeConfig
+
+    out = tmp_path / "run"
+    shutil.copytree(oracle_run[0], out)
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    server = JudgeServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        config = JudgeConfig(model="gpt-4o", base_url=server.base_url, concurrency=4, max_attempts=2)
+        kwargs = dict(judge="gpt", judge_config=config, batch_size=4, limit=LIMIT, **QUICK)
+        results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+        assert len(server.requests) == 3 * LIMIT  # one request per (edit, perspective)
+        overall = results["overall"]
+        assert overall["following_yes"] == 1.0 and overall["quality_score"] == 4.5  # the server's answer
+        assert overall["failed"] == 0 and overall["n"] == LIMIT and "l1" in overall
+        assert results["config"]["judge_model"] == "gpt-4o" and results["run"]["judge"] == "gpt:gpt-4o"
+        assert (out / "judge-cache.sqlite").is_file()
+        assert sum(j["judge"] == "gpt:gpt-4o" for j in read_jsonl(out / "judgments.jsonl")) == LIMIT
+        server.reset()
+        again = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+        assert server.requests == [] and again["run"]["reused_judgments"] == LIMIT
+        assert again["overall"] == results["overall"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert FAKE_KEY.encode() not in path.read_bytes()
+
+
+def test_clip_metrics_with_a_local_clip_model(oracle_run, model_dir, synthetic_data_dir, tmp_path):
+    from fixtures_sd import TINY_BOS_ID, TINY_EOS_ID, TINY_VOCAB_SIZE
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    clip_dir = tmp_path / "clip"
+    text = dict(
+        vocab_size=TINY_VOCAB_SIZE,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=TINY_BOS_ID,
+        eos_token_id=TINY_EOS_ID,
+    )
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=1)
+    vision["num_attention_heads"] = 2
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(clip_dir)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        clip_dir
+    )
+    save_tiny_tokenizer(clip_dir)
+    out = tmp_path / "run"
+    shutil.copytree(oracle_run[0], out)
+    kwargs = dict(judge="none", batch_size=4, limit=LIMIT, clip_model=clip_dir, **QUICK)
+    results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+    for block in [results["overall"], *results["by_edit_type"].values()]:
+        assert -1.0 <= block["clip_i"] <= 1.0 and -1.0 <= block["clip_t"] <= 1.0
+        assert block["following_yes"] is None  # --judge none
+    assert len(read_jsonl(out / "metrics.jsonl")) == LIMIT
+    again = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+    assert again["overall"] == results["overall"] and len(read_jsonl(out / "metrics.jsonl")) == LIMIT
+    assert "CLIP-I" in (out / "report.html").read_text()
+
+
+def error_lines(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_user_errors_are_one_line(
+    model_dir, synthetic_data_dir, real_edit_data_dir, tmp_path, capsys, monkeypatch
+):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = str(tmp_path / "out")
+
+    def run(*args: str) -> int:
+        return ev.main(["--out", out, "--no-progress", *args])
+
+    assert run("--model", str(model_dir), "--benchmark", "synthetic_edit", "--data-dir", str(empty)) == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"error: synthetic_edit is not built in {empty}; build it")
+    assert (
+        run(
+            "--model", str(model_dir), "--benchmark", "real_edit", "--data-dir", str(empty), "--judge", "none"
+        )
+        == 1
+    )
+    assert error_lines(capsys) == [
+        f"error: real_edit is not built in {empty}; build it with: tfds build tfds_builders/real_edit "
+        f"--data_dir {empty} --file_format array_record"
+    ]
+    missing = tmp_path / "no-model"
+    assert (
+        run("--model", str(missing), "--benchmark", "synthetic_edit", "--data-dir", str(synthetic_data_dir))
+        == 1
+    )
+    assert error_lines(capsys) == [f"error: {missing}: no such model folder"]
+    real_dir = str(real_edit_data_dir[0])
+    assert (
+        run(
+            "--model", str(model_dir), "--benchmark", "real_edit", "--data-dir", real_dir, "--judge", "oracle"
+        )
+        == 1
+    )
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: --judge oracle needs the ground truth of synthetic_edit"
+    )
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert (
+        run("--model", str(model_dir), "--benchmark", "real_edit", "--data-dir", real_dir) == 1
+    )  # default: gpt
+    assert error_lines(capsys) == [
+        "error: --judge gpt needs an API key: set OPENAI_API_KEY (or use --judge none)"
+    ]
+    args = ["--model", str(model_dir), "--benchmark", "synthetic_edit", "--data-dir", str(synthetic_data_dir)]
+    assert run(*args, "--reward", "5,5,5", "--limit", "1") == 1
+    lines = error_lines(capsys)
+    assert lines[-1] == f"error: {model_dir} is not a reward model; --reward apply to reward models only"
+    assert run(*args, "--reward", "5,5") == 1
+    assert "three comma-separated numbers" in error_lines(capsys)[-1]
+    assert not (tmp_path / "out" / "images").exists()
+
+
+def test_aggregate_counts_failed_edits_and_averages_the_judged_perspectives():
+    edits = [ev.BenchmarkEdit(i, f"e{i}", "x", "add", f"e{i}") for i in range(3)]
+    judgments = {
+        0: {p: {"answer": "yes", "score": 5.0} for p in ev.PERSPECTIVES},
+        1: {
+            "following": {"answer": "no", "score": 1.0},
+            "preserving": {"answer": "yes", "score": 4.0},
+            "failed": {"quality": "unparseable answer"},
+        },
+    }  # edit 2: no judgment at all
+    block = ev.aggregate(edits, judgments, {0: {"l1": 0.1}, 1: {"l1": 0.3}, 2: {}}, judged=True)
+    assert block["n"] == 3 and block["failed"] == 2
+    assert block["following_yes"] == 0.5 and block["following_score"] == 3.0
+    assert block["quality_yes"] == 1.0 and block["quality_score"] == 5.0
+    assert block["l1"] == pytest.approx(0.2) and "l2" not in block
+
+
+def test_grid_lays_out_strips_in_columns():
+    from rewardedit_jax.report import make_grid
+
+    strips = [[np.zeros((32, 16, 3), np.uint8), np.full((16, 32, 3), 200, np.uint8)] for _ in range(5)]
+    grid = make_grid(strips, cell=64, columns=2, gap=4, margin=10)
+    assert grid.shape == (3 * 64 + 4 * 10, 2 * (2 * 64 + 4) + 3 * 10, 3) and grid.dtype == np.uint8
+    assert grid[10 + 32, 10 + 32].tolist() == [0, 0, 0]  # the first image, scaled up and centred
+
+
+def test_reward_model_gets_the_given_condition_and_the_best_for_the_rest(
+    synthetic_data_dir, tmp_path, monkeypatch
+):
+    from rewardedit_jax.sampling import EditSampler
+
+    model = save_tiny_pipeline(tmp_path / "reward_model", reward=True)
+    calls = []
+    original = EditSampler.__call__
+
+    def recording(self, images, instructions, **kwargs):
+        calls.append(kwargs)
+        return original(self, images, instructions, **kwargs)
+
+    monkeypatch.setattr(EditSampler, "__call__", recording)
+    kwargs = dict(judge="none", batch_size=1, limit=1, **{**QUICK, "steps": 1})
+    results = ev.evaluate(
+        model, "synthetic_edit", synthetic_data_dir, tmp_path / "out", reward="4,5,3", **kwargs
+    )
+    # The feedback text was not given: the sampler's best default, recorded as such.
+    assert results["config"]["reward_condition"] == {
+        "reward": [4.0, 5.0, 3.0],
+        "feedback": "None; None; None",
+    }
+    assert calls == [dict(calls[0], reward_scores=(4.0, 5.0, 3.0), feedback=None)]
+    assert results["config"]["generation"]["reward"] == [4.0, 5.0, 3.0]

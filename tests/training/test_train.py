@@ -1,0 +1,301 @@
+"""Training: loss falls, exact resume after SIGTERM, sharding, multi-host, stage 2 init, bad configs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+from fixtures_train import REPO, cpu_env, losses, run_cli, tiny_config, wait_for_step
+
+from rewardedit_jax.training import trainer
+from rewardedit_jax.training.sharding import ConfigError
+
+
+def _overrides(tokenizer, data_dir, **extra):
+    return {"model.tokenizer": tokenizer, "data.data_dir": data_dir, **extra}
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory, tiny_tokenizer, synthetic_dir):
+    """An uninterrupted 8-step run (checkpoints at 4 and 8), in this process."""
+    workdir = tmp_path_factory.mktemp("stage1") / "run"
+    config = tiny_config(tiny_tokenizer, synthetic_dir, log_every_steps=1, log_data_order=True)
+    result = trainer.train_and_evaluate(config, workdir)
+    return workdir, result
+
+
+def test_loss_falls_and_metrics_are_written(stage1):
+    workdir, result = stage1
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    for key in (
+        "learning/loss",
+        "learning/lr",
+        "learning/grad_norm",
+        "perf/step_time_s",
+        "perf/images_per_s",
+        "perf/tflops_per_device",
+    ):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert np.mean([r["learning/loss"] for r in rows[-3:]]) < np.mean([r["learning/loss"] for r in rows[:3]])
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["4", "8"]
+    assert result["step"] == 8
+
+
+def test_resume_after_sigterm_matches_an_uninterrupted_run(stage1, tmp_path, tiny_tokenizer, synthetic_dir):
+    workdir_a, result_a = stage1
+    workdir_b = tmp_path / "run"
+    overrides = _overrides(tiny_tokenizer, synthetic_dir, log_every_steps=1, log_data_order=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "rewardedit_jax.train",
+        "--config",
+        str(REPO / "configs" / "test_tiny.py"),
+        "--workdir",
+        str(workdir_b),
+    ] + [f"--config.{k}={v}" for k, v in overrides.items()]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cpu_env(1), cwd=REPO
+    )
+    wait_for_step(workdir_b, 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM" in err
+    stopped_at = max(int(p.name) for p in (workdir_b / "checkpoints").iterdir())
+    assert 3 <= stopped_at < 8
+    second = run_cli(workdir_b, overrides, env=cpu_env(1))
+    assert second.returncode == 0, second.stderr[-2000:]
+    order_a = (workdir_a / "data_order.jsonl").read_text().splitlines()
+    order_b = (workdir_b / "data_order.jsonl").read_text().splitlines()
+    assert order_b == order_a[: len(order_b)] and len(order_b) == 8
+
+    from rewardedit_jax import convert
+
+    for ema in (True, False):
+        a = convert.load_model_component(workdir_a, "unet", ema=ema)[0]
+        b = convert.load_model_component(workdir_b, "unet", ema=ema)[0]
+        pa = jax.tree.leaves(jax.tree.map(np.asarray, _params(a)))
+        pb = jax.tree.leaves(jax.tree.map(np.asarray, _params(b)))
+        assert max(float(np.max(np.abs(x - y))) for x, y in zip(pa, pb)) <= 1e-6
+
+
+def _params(model):
+    from flax import nnx
+
+    return nnx.state(model, nnx.Param)
+
+
+SHARDED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    from fixtures_train import tiny_config
+    from rewardedit_jax.training import trainer
+    tok, data, workdir = sys.argv[1:4]
+    config = tiny_config(tok, data, total_steps=4, log_every_steps=1, checkpoint_every_steps=4)
+    config.mesh.data, config.mesh.fsdp = 4, 2
+    result = trainer.train_and_evaluate(config, workdir)
+    state = result["state"]
+    leaf = lambda x: jax.tree.leaves(x)[0]
+    kernel = leaf(state["params"]["down_blocks"][0]["resnets"][0]["conv1"]["kernel"])
+    mu = leaf(state["opt_state"][1][0].mu["down_blocks"][0]["resnets"][0]["conv1"]["kernel"])
+    print(json.dumps({
+        "devices": jax.device_count(),
+        "kernel_spec": [str(a) for a in kernel.sharding.spec],
+        "kernel_shard_shape": list(kernel.sharding.shard_shape(kernel.shape)),
+        "mu_spec": [str(a) for a in mu.sharding.spec],
+        "kernel_shape": list(kernel.shape),
+    }))
+    """
+)
+
+
+def test_sharded_training_follows_single_device_and_shards_parameters(
+    tmp_path, tiny_tokenizer, synthetic_dir
+):
+    overrides = _overrides(
+        tiny_tokenizer, synthetic_dir, total_steps=4, log_every_steps=1, checkpoint_every_steps=4
+    )
+    single = run_cli(tmp_path / "single", overrides, env=cpu_env(1))
+    assert single.returncode == 0, single.stderr[-2000:]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SHARDED_SCRIPT,
+            str(tiny_tokenizer),
+            str(synthetic_dir),
+            str(tmp_path / "sharded"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=cpu_env(8),
+        cwd=REPO / "tests" / "training",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["devices"] == 8
+    assert "fsdp" in info["kernel_spec"] and "fsdp" in info["mu_spec"]
+    assert np.prod(info["kernel_shard_shape"]) < np.prod(info["kernel_shape"])
+    a, b = losses(tmp_path / "single"), losses(tmp_path / "sharded")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-5 * max(1.0, abs(a[step])), (step, a[step], b[step])
+
+
+def test_two_hosts_match_one_host_and_write_one_checkpoint(tmp_path, tiny_tokenizer, synthetic_dir):
+    import socket
+
+    overrides = _overrides(
+        tiny_tokenizer, synthetic_dir, total_steps=4, log_every_steps=1, checkpoint_every_steps=4
+    )
+    one = run_cli(tmp_path / "one", overrides, env=cpu_env(4))
+    assert one.returncode == 0, one.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = [
+        sys.executable,
+        "-m",
+        "rewardedit_jax.train",
+        "--config",
+        str(REPO / "configs" / "test_tiny.py"),
+        "--workdir",
+        str(tmp_path / "two"),
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+    ]
+    base += [f"--config.{k}={v}" for k, v in overrides.items()]
+    procs = [
+        subprocess.Popen(
+            base + [f"--process_id={i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cpu_env(2),
+            cwd=REPO,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-5 * max(1.0, abs(a[step])), (step, a[step], b[step])
+    # One checkpoint, restored by this single process.
+    from rewardedit_jax import convert
+
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["4"]
+    one_unet = convert.load_model_component(tmp_path / "one", "unet", ema=False)[0]
+    two_unet = convert.load_model_component(tmp_path / "two", "unet", ema=False)[0]
+    one = np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(_params(one_unet))])
+    two = np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(_params(two_unet))])
+    # Same parameters up to float reduction order. Adam turns last-bit gradient differences of parameters
+    # with near-zero gradients into update differences of up to lr per step, hence a global L2 check.
+    assert np.isfinite(two).all()
+    assert np.linalg.norm(one - two) <= 1e-4 * np.linalg.norm(one)
+
+
+def test_stage2_starts_from_a_stage1_workdir_and_from_a_diffusers_folder(stage1, tmp_path, synthetic_dir):
+    from flax import nnx
+
+    from rewardedit_jax import convert
+    from rewardedit_jax.convert.cli import main as convert_main
+
+    workdir, _ = stage1
+    stage1_unet = convert.load_model_component(workdir, "unet")[0]  # EMA weights
+    assert convert_main(["export", str(workdir), str(tmp_path / "exported")]) == 0
+    for source in (workdir, tmp_path / "exported"):
+        config = tiny_config("", synthetic_dir, total_steps=1, learning_rate=0.0, checkpoint_every_steps=1)
+        config.init_from = str(source)
+        config.reward.enabled = True
+        out = tmp_path / f"stage2-{source.name}"
+        result = trainer.train_and_evaluate(config, out)
+        params = result["state"]["params"]
+        assert "reward" in params
+        base = nnx.state(stage1_unet, nnx.Param)
+        np.testing.assert_array_equal(
+            np.asarray(jax.tree.leaves(params["conv_in"]["kernel"])[0]),
+            np.asarray(jax.tree.leaves(base["conv_in"]["kernel"])[0]),
+        )
+        stage2 = convert.load_model_component(out, "unet")[0]
+        assert stage2.has_reward
+
+
+def _expect_config_error(config, match, tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=match):
+        trainer.train_and_evaluate(config, tmp_path / "bad")
+    assert time.perf_counter() - start < 30  # before any model building or compilation
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_bad_configs_fail_before_compilation(tmp_path, tiny_tokenizer, synthetic_dir):
+    config = tiny_config(tiny_tokenizer, synthetic_dir, batch_size=6, grad_accum_steps=4)
+    _expect_config_error(config, "batch_size=6 is not divisible", tmp_path)
+    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config.unlock()
+    config.learning_rte = 1e-4
+    _expect_config_error(config, "unknown config key config.learning_rte", tmp_path)
+    config = tiny_config(tiny_tokenizer, tmp_path / "no_data")
+    _expect_config_error(config, "config.data.name: cannot open 'synthetic_edit/tiny'", tmp_path)
+    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config.init_from = str(tmp_path / "no_weights")
+    _expect_config_error(config, "config.init_from: .*no_weights does not exist", tmp_path)
+
+
+def test_cli_reports_a_bad_config_in_one_line(tmp_path, tiny_tokenizer, synthetic_dir):
+    proc = run_cli(
+        tmp_path / "run",
+        _overrides(tiny_tokenizer, synthetic_dir, batch_size=6, grad_accum_steps=4),
+        env=cpu_env(1),
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: config.batch_size=6")
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, tiny_tokenizer, synthetic_dir
+):
+    config = tiny_config(
+        tiny_tokenizer, synthetic_dir, total_steps=6, checkpoint_every_steps=2, learning_rate=1e30
+    )
+    with pytest.raises(trainer.TrainingError, match=r"loss is (nan|inf) at step \d"):
+        trainer.train_and_evaluate(config, tmp_path / "run")
+    for ckpt in (tmp_path / "run" / "checkpoints").iterdir():
+        unet = convert_unet(tmp_path / "run", int(ckpt.name))
+        assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(_params(unet)))
+
+
+def convert_unet(workdir, step):
+    from rewardedit_jax import convert
+
+    return convert.load_model_component(workdir / "checkpoints" / str(step), "unet", ema=False)[0]
+
+
+@pytest.mark.heavy
+def test_full_size_sd15_reward_config_compiles_ahead_of_time_from_abstract_shapes():
+    from configs import sd15_reward
+
+    config = sd15_reward.get_config()
+    config.batch_size = 2  # the per-device shapes of a real run; the config is otherwise unchanged
+    compiled = trainer.compile_abstract(config)
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    # About 0.54 TFLOP per image at 256px for the SD 1.5 U-Net train step (REFERENCE.md section 7), plus
+    # the frozen VAE encoder and text encoder.
+    assert 0.8e12 < analysis["flops"] < 3e12
