@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m rewardedit_jax.edit",
         description="Edit an image following an instruction (InstructPix2Pix / Reward-Edit).",
     )
-    p.add_argument("--model", required=True, help="diffusers pipeline folder or Flax model directory")
+    p.add_argument(
+        "--model", required=True, help="diffusers pipeline folder, Flax model directory or training workdir"
+    )
     p.add_argument("--image", required=True, help="input image file")
     p.add_argument("--instruction", required=True, help="the edit instruction")
     p.add_argument("--out", required=True, help="output image file (PNG)")

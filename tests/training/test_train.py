@@ -299,3 +299,29 @@ def test_full_size_sd15_reward_config_compiles_ahead_of_time_from_abstract_shape
     # About 0.54 TFLOP per image at 256px for the SD 1.5 U-Net train step (REFERENCE.md section 7), plus
     # the frozen VAE encoder and text encoder.
     assert 0.8e12 < analysis["flops"] < 3e12
+
+
+def test_edit_and_export_accept_a_training_workdir(stage1, tmp_path):
+    from PIL import Image
+
+    from rewardedit_jax.edit import main as edit_main
+
+    workdir, _ = stage1
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    args = [
+        "--model",
+        str(workdir),
+        "--image",
+        str(tmp_path / "in.png"),
+        "--instruction",
+        "make the circle red",
+        "--out",
+        str(tmp_path / "out.png"),
+        "--steps",
+        "2",
+        "--resolution",
+        "64",
+    ]
+    assert edit_main(args) == 0
+    assert Image.open(tmp_path / "out.png").size == (64, 64)

@@ -1,0 +1,276 @@
+"""Shared helpers of the GPU benchmarks (``train_step.py``, ``edit_latency.py``): timing, one side per
+subprocess, peak memory, environment facts and the printed table.
+
+Each benchmark measures *our* JAX side and the *diffusers PyTorch* peer in one run (one command, one
+machine), but every side runs in its own subprocess: JAX preallocates most of the GPU memory and both
+frameworks keep their allocator pools, so sharing a process would starve the second side and blur the
+peak-memory numbers. A side prints one ``RESULT {json}`` line; the parent collects them and prints the
+table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `configs` and `rewardedit_jax` from a plain checkout
+    sys.path.insert(0, str(REPO_ROOT))
+
+# H100 SXM dense bf16 matrix peak (datasheet), the denominator of MFU (REFERENCE.md section 7).
+H100_BF16_DENSE_TFLOPS = 989.0
+RESULT_PREFIX = "RESULT "
+# CPU smoke runs: compile time dominates tiny models, and the unoptimized backend halves it.
+TINY_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+# --- timing -------------------------------------------------------------------------------------------
+
+
+def time_calls(fn: Callable[[], Any], sync: Callable[[Any], Any], *, warmup: int, iters: int) -> dict:
+    """Call ``fn`` ``warmup`` times untimed, then ``iters`` times timed; ``sync(out)`` waits for the device.
+
+    Returns ``{"first_s", "times_s", "median_s"}``; ``first_s`` is the first warm-up call (it includes any
+    lazy compilation, e.g. torch.compile), or the first timed call when ``warmup`` is 0.
+    """
+    first = None
+    for _ in range(warmup):
+        t0 = time.perf_counter()
+        sync(fn())
+        if first is None:
+            first = time.perf_counter() - t0
+    times = []
+    for _ in range(max(iters, 1)):
+        t0 = time.perf_counter()
+        sync(fn())
+        times.append(time.perf_counter() - t0)
+    return {
+        "first_s": times[0] if first is None else first,
+        "times_s": times,
+        "median_s": statistics.median(times),
+    }
+
+
+# --- memory ---------------------------------------------------------------------------------------------
+
+
+def jax_peak_memory_bytes() -> int | None:
+    """Peak bytes in use on the first JAX device since the process started (None where not reported)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats()
+    if not stats:
+        return None
+    return int(stats.get("peak_bytes_in_use", stats.get("bytes_in_use", 0))) or None
+
+
+def compiled_memory(compiled) -> dict | None:
+    """XLA's static memory analysis of a compiled executable (bytes): arguments, outputs, temporaries."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if m is None:
+        return None
+    return {
+        "argument_bytes": int(m.argument_size_in_bytes),
+        "output_bytes": int(m.output_size_in_bytes),
+        "alias_bytes": int(m.alias_size_in_bytes),
+        "temp_bytes": int(m.temp_size_in_bytes),
+    }
+
+
+def cost_flops(stage) -> float | None:
+    """``flops`` of XLA's cost analysis of a ``Lowered`` or ``Compiled`` stage (None if not reported)."""
+    try:
+        analysis = stage.cost_analysis()
+    except Exception:
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    if not analysis or "flops" not in analysis:
+        return None
+    return float(analysis["flops"])
+
+
+# --- environment --------------------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    """HEAD's short hash, with ``+dirty`` when the tree has uncommitted changes (read-only git calls)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def jax_environment() -> dict:
+    import flax
+    import jax
+
+    device = jax.devices()[0]
+    env = {
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "backend": jax.default_backend(),
+        "device": getattr(device, "device_kind", str(device)),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    try:
+        import jaxlib
+
+        env["jaxlib"] = jaxlib.__version__
+    except Exception:
+        pass
+    return env
+
+
+def torch_environment() -> dict:
+    import diffusers
+    import torch
+
+    env = {"torch": torch.__version__, "diffusers": diffusers.__version__, "cuda": torch.version.cuda}
+    env["device"] = (
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    )
+    env["backend"] = "gpu" if torch.cuda.is_available() else "cpu"
+    return env
+
+
+def is_gpu_device(env: dict) -> bool:
+    return env.get("backend") in ("gpu", "cuda")
+
+
+# --- one side per subprocess ------------------------------------------------------------------------------
+
+
+def emit_result(result: dict) -> None:
+    """Print a side's result as the one line the parent parses."""
+    print(RESULT_PREFIX + json.dumps(result, sort_keys=True), flush=True)
+
+
+def run_side(script: Path, argv: Sequence[str], *, timeout: float | None = None) -> dict:
+    """Run ``python script *argv`` and return its ``RESULT`` dict, or ``{"error": ...}``.
+
+    The side's stderr (logs, compile messages) passes through; its stdout is read for the result line.
+    """
+    cmd = [sys.executable, str(script), *argv]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    wall = time.perf_counter() - t0
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX) :])
+            result.setdefault("process_wall_s", wall)
+            return result
+    tail = " | ".join(proc.stdout.strip().splitlines()[-3:])
+    return {"error": f"exit code {proc.returncode}, no result line ({tail[-300:]})"}
+
+
+def run_sides(
+    script: Path,
+    sides: Sequence[str],
+    argv: Sequence[str],
+    *,
+    side_timeout: float | None = None,
+    budget_s: float | None = None,
+    tag: str = "benchmark",
+) -> list[dict]:
+    """Run each side in turn (``--side NAME`` + ``argv``); a side gets at most ``side_timeout`` seconds and
+    what is left of ``budget_s`` for the whole run (a side with nothing left is reported, not run)."""
+    start, results = time.perf_counter(), []
+    for side in sides:
+        timeout = side_timeout
+        if budget_s is not None:
+            left = budget_s - (time.perf_counter() - start)
+            if left < 5:
+                results.append({"side": side, "error": f"skipped: the {budget_s:.0f} s budget is spent"})
+                continue
+            timeout = left if timeout is None else min(timeout, left)
+        print(f"[{tag}] running side {side} ...", file=sys.stderr, flush=True)
+        result = run_side(script, ["--side", side, *argv], timeout=timeout)
+        result.setdefault("side", side)
+        results.append(result)
+    return results
+
+
+# --- output ---------------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, spec: str = ".1f", suffix: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    return f"{value:{spec}}{suffix}"
+
+
+def fmt_bytes(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 1e9:.1f} GB" if value >= 1e9 else f"{value / 1e6:.1f} MB"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike | None, payload: dict) -> None:
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def side_argv(args, exclude: Sequence[str] = ("side", "json", "side_timeout", "budget_s")) -> list[str]:
+    """The parent's parsed options as command-line flags for a side subprocess."""
+    argv = []
+    for key, value in sorted(vars(args).items()):
+        if key in exclude or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def enable_jax_compilation_cache(cache_dir: str | None) -> None:
+    """The persistent compilation cache (a second run of the same shapes skips XLA compilation)."""
+    if not cache_dir:
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -1,0 +1,412 @@
+"""Edit latency at 512 px: rewardedit_jax's jitted sampler against diffusers' InstructPix2Pix pipeline.
+
+One edit = tokenize, text encoder, VAE encode, ``--steps`` (30) Euler-ancestral U-Net steps with
+InstructPix2Pix guidance (three CFG branches stacked into one U-Net batch of 3B; text 7.5, image 1.5),
+VAE decode, images back on the host. Ours is ``rewardedit_jax.sampling.EditSampler`` (the whole edit is
+one compiled XLA program); the peer is diffusers' ``StableDiffusionInstructPix2PixPipeline`` (or, with
+``--reward``, ``rewardedit_jax.torch_compat.RewardEditPipeline``) on the same SD 1.5-size architecture
+with random weights, eager and with the U-Net under ``torch.compile``, in the same run, each side in its
+own subprocess. Batch 1 and 8 by default; the median of ``--iters`` edits after one warm-up edit (the
+warm-up compiles).
+
+    python benchmarks/edit_latency.py --tiny --skip-compile          # CPU smoke, ~30 s
+    python benchmarks/edit_latency.py --batch 1 8 --json e.json      # H100 (benchmarks/run_gpu.sh)
+
+REFERENCE.md section 7's peer (H100, fp16, batch 1): eager 0.82-1.61 s, U-Net under torch.compile 0.43 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+# SD 1.5 / InstructPix2Pix scheduler settings (diffusers' scheduler_config.json keys).
+SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "prediction_type": "epsilon",
+}
+TEXT_GUIDANCE = 7.5
+IMAGE_GUIDANCE = 1.5
+INSTRUCTION = "make it look like a snowy winter evening"
+SEED = 42
+# Tiny smoke components (the tokenizer below has 258 + 258 + 2 tokens).
+TINY_UNET = dict(
+    act_fn="silu",
+    attention_head_dim=4,
+    block_out_channels=[32],
+    cross_attention_dim=32,
+    down_block_types=["CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D"],
+    layers_per_block=1,
+    norm_num_groups=32,
+    in_channels=8,
+    out_channels=4,
+)
+TINY_VAE = dict(
+    block_out_channels=[16, 16],
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    down_block_types=["DownEncoderBlock2D"] * 2,
+    up_block_types=["UpDecoderBlock2D"] * 2,
+    scaling_factor=0.18215,
+)
+TINY_TEXT_HIDDEN = 32
+SIDES = ("jax", "torch-eager", "torch-compile")
+NOTES = {
+    "jax": "first call compiles the whole edit (one XLA program)",
+    "torch-eager": "first call is the warm-up",
+    "torch-compile": "first call compiles the U-Net",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tiny", action="store_true", help="CPU smoke: tiny models, 32 px, 2 steps, batch 1 2")
+    p.add_argument("--batch", type=int, nargs="+", help="batch sizes (default 1 8, tiny 1 2)")
+    p.add_argument("--resolution", type=int, help="image side in pixels (default 512, tiny 32)")
+    p.add_argument("--steps", type=int, help="sampler steps (default 30, tiny 2)")
+    p.add_argument("--iters", type=int, help="timed edits per batch size; the median is reported (default 5)")
+    p.add_argument("--attention", choices=("xla", "cudnn", "auto"), default="auto")
+    p.add_argument(
+        "--dtype", choices=("bf16", "fp32"), default="bf16", help="both sides' weights/activations"
+    )
+    p.add_argument("--reward", action="store_true", help="the reward U-Net (RewardEditPipeline as the peer)")
+    p.add_argument("--skip-jax", action="store_true")
+    p.add_argument("--skip-torch", action="store_true", help="no PyTorch peer at all")
+    p.add_argument("--skip-compile", action="store_true", help="no torch.compile peer (eager only)")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode for the peer's U-Net")
+    p.add_argument("--cache-dir", help="JAX persistent compilation cache directory")
+    p.add_argument("--side-timeout", type=float, help="seconds per side subprocess")
+    p.add_argument("--budget-s", type=float, help="seconds for all sides together (later sides are skipped)")
+    p.add_argument("--json", help="write the results here (machine-readable)")
+    p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # internal: run one side
+    args = p.parse_args(argv)
+    defaults = dict(batch=[1, 2], resolution=32, steps=2, iters=2) if args.tiny else {}
+    defaults = {**dict(batch=[1, 8], resolution=512, steps=30, iters=5), **defaults}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.resolution % 64 and not args.tiny:
+        p.error("--resolution must be a multiple of 64 (the editing protocol)")
+    return args
+
+
+def components(args) -> dict:
+    """diffusers/transformers configs of the U-Net, VAE and text encoder (SD 1.5 or tiny)."""
+    if args.tiny:
+        vocab = len(_vocab())
+        text = dict(
+            vocab_size=vocab,
+            hidden_size=TINY_TEXT_HIDDEN,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            bos_token_id=vocab - 2,
+            eos_token_id=vocab - 1,
+            pad_token_id=vocab - 1,
+        )
+        return {"unet": dict(TINY_UNET), "vae": dict(TINY_VAE), "text_encoder": text}
+    from configs.sd15_ip2p import SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE
+
+    return {"unet": dict(SD15_UNET), "vae": dict(SD15_VAE), "text_encoder": dict(SD15_TEXT_ENCODER)}
+
+
+# --- a stand-in CLIP tokenizer (no hub access on the GPU machine) ------------------------------------------
+
+
+def _byte_chars() -> list[str]:
+    """CLIP's byte-to-unicode table (printable stand-ins for the 256 byte values)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+def _vocab() -> dict[str, int]:
+    chars = _byte_chars()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def write_tokenizer(dst: Path) -> Path:
+    """A character-level CLIP tokenizer folder (no merges): token ids differ from SD's, lengths do not
+    matter (every text is padded to 77), so the text encoder does the same work."""
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "vocab.json").write_text(json.dumps(_vocab(), ensure_ascii=False), encoding="utf-8")
+    (dst / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>"}
+    specials.update(pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, **specials}
+    (dst / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (dst / "special_tokens_map.json").write_text(json.dumps(specials), encoding="utf-8")
+    return dst
+
+
+def input_images(batch: int, resolution: int):
+    """Smooth random RGB images (B, H, W, 3) uint8 (not zeros: real data paths)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (batch, 8, 8, 3)).astype(np.float32)
+    reps = max(resolution // 8, 1)
+    image = np.repeat(np.repeat(coarse, reps, axis=1), reps, axis=2)[:, :resolution, :resolution]
+    noise = rng.normal(0, 8, image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
+# --- our side -------------------------------------------------------------------------------------------
+
+
+def run_jax(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from rewardedit_jax.models.attention import attention_implementation
+    from rewardedit_jax.models.clip_text import build_text_encoder
+    from rewardedit_jax.models.layers import count_params, fill_random_
+    from rewardedit_jax.models.reward import RewardConfig
+    from rewardedit_jax.models.unet import UNetConfig, build_unet
+    from rewardedit_jax.models.vae import build_vae
+    from rewardedit_jax.sampling import EditSampler
+    from rewardedit_jax.tokenizer import load_tokenizer
+
+    common.enable_jax_compilation_cache(args.cache_dir)
+    dtype = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
+    cfgs = components(args)
+    unet_cfg = UNetConfig.from_diffusers(cfgs["unet"], reward=RewardConfig() if args.reward else None)
+    t0 = time.perf_counter()
+    unet = fill_random_(build_unet(unet_cfg, dtype=dtype, abstract=True), seed=0)
+    vae = fill_random_(build_vae(cfgs["vae"], dtype=dtype, abstract=True), seed=1)
+    text_encoder = fill_random_(build_text_encoder(cfgs["text_encoder"], dtype=dtype, abstract=True), seed=2)
+    init_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = load_tokenizer(write_tokenizer(Path(tmp) / "tokenizer"))
+    sampler = EditSampler(
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        SCHEDULER_CONFIG,
+        scheduler="euler_ancestral",
+        dtype=dtype,
+        compiler_options=common.TINY_COMPILER_OPTIONS if args.tiny else None,
+    )
+    per_batch = []
+    for batch in args.batch:
+        images = input_images(batch, args.resolution)
+
+        def edit(images=images, batch=batch):
+            with attention_implementation(args.attention):
+                return sampler(
+                    images,
+                    [INSTRUCTION] * batch,
+                    num_steps=args.steps,
+                    text_guidance=TEXT_GUIDANCE,
+                    image_guidance=IMAGE_GUIDANCE,
+                    seed=SEED,
+                ).images  # host numpy: the call has finished
+
+        timing = common.time_calls(edit, lambda out: out, warmup=1, iters=args.iters)
+        per_batch.append({"batch": batch, "compile_s": timing["first_s"], **timing})
+    return {
+        "side": "jax",
+        "label": f"rewardedit_jax EditSampler ({args.attention} attention)",
+        "params": {"unet": count_params(unet), "vae": count_params(vae), "text": count_params(text_encoder)},
+        "init_s": init_s,
+        "per_batch": per_batch,
+        "peak_memory_bytes": common.jax_peak_memory_bytes(),
+        "compile_count": sampler.compile_count,
+        "env": {**common.jax_environment(), "backend": jax.default_backend()},
+    }
+
+
+# --- the diffusers peer ---------------------------------------------------------------------------------
+
+
+def run_torch(args, compile_unet: bool) -> dict:
+    import diffusers
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    cfgs = components(args)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    with torch.device(device):
+        if args.reward:
+            from rewardedit_jax.torch_compat import RewardEditPipeline, RewardUNet2DConditionModel
+
+            unet, pipe_cls = RewardUNet2DConditionModel(**cfgs["unet"]), RewardEditPipeline
+        else:
+            unet = diffusers.UNet2DConditionModel(**cfgs["unet"])
+            pipe_cls = diffusers.StableDiffusionInstructPix2PixPipeline
+        vae = diffusers.AutoencoderKL(**cfgs["vae"])
+        text_encoder = CLIPTextModel(CLIPTextConfig(**cfgs["text_encoder"]))
+    init_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_tokenizer(Path(tmp) / "tokenizer")
+        tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    pipe = pipe_cls(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=diffusers.EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe = pipe.to(device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    if compile_unet:
+        pipe.unet = torch.compile(pipe.unet, mode=args.compile_mode)
+    per_batch = []
+    for batch in args.batch:
+        pixels = torch.from_numpy(input_images(batch, args.resolution)).permute(0, 3, 1, 2).float() / 255.0
+
+        def edit(batch=batch, pixels=pixels):
+            generator = torch.Generator(device=device).manual_seed(SEED)
+            return pipe(
+                [INSTRUCTION] * batch,
+                image=pixels,
+                num_inference_steps=args.steps,
+                guidance_scale=TEXT_GUIDANCE,
+                image_guidance_scale=IMAGE_GUIDANCE,
+                generator=generator,
+                output_type="np",
+            ).images  # numpy on the host: the call has finished
+
+        with torch.inference_mode():
+            timing = common.time_calls(edit, lambda out: out, warmup=1, iters=args.iters)
+        per_batch.append({"batch": batch, **timing})
+        if compile_unet:
+            per_batch[-1]["compile_s"] = timing["first_s"]
+    return {
+        "side": "torch-compile" if compile_unet else "torch-eager",
+        "label": f"diffusers {pipe_cls.__name__}{' + torch.compile U-Net' if compile_unet else ' (eager)'}",
+        "init_s": init_s,
+        "per_batch": per_batch,
+        "peak_memory_bytes": int(torch.cuda.max_memory_allocated()) if device == "cuda" else None,
+        "env": common.torch_environment(),
+    }
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+def summarize(args, results: list[dict]) -> tuple[str, list[dict]]:
+    ours = next((r for r in results if r.get("side") == "jax" and "per_batch" in r), None)
+    ours_by_batch = {p["batch"]: p["median_s"] for p in (ours or {}).get("per_batch", [])}
+    rows, records = [], []
+    for r in results:
+        label = r.get("label", r.get("side"))
+        if "per_batch" not in r:
+            rows.append([label, *(["n/a"] * 6), r.get("error", "")])
+            records.append(r)
+            continue
+        for p in r["per_batch"]:
+            mine = ours_by_batch.get(p["batch"])
+            p["images_per_s"] = p["batch"] / p["median_s"]
+            p["ours_speedup"] = p["median_s"] / mine if mine else None
+            rows.append(
+                [
+                    label,
+                    str(p["batch"]),
+                    common.fmt(p["median_s"], ".3f"),
+                    common.fmt(p["images_per_s"], ".2f"),
+                    common.fmt(p["first_s"], ".1f"),
+                    common.fmt_bytes(r.get("peak_memory_bytes")),
+                    common.fmt(p["ours_speedup"], ".2f", "x"),
+                    NOTES[r["side"]],
+                ]
+            )
+        records.append(r)
+    header = [
+        "side", "batch", "edit s (median)", "images/s", "first call s (compiles)", "peak memory",
+        "ours faster by", "note",
+    ]  # fmt: skip
+    lines = [common.markdown_table(header, rows)]
+    gpu = any(common.is_gpu_device(r.get("env", {})) for r in results)
+    standard = args.resolution == 512 and args.steps == 30 and not args.tiny
+    if gpu and standard and 1 in ours_by_batch:
+        mine = ours_by_batch[1]
+        lines.append(
+            "vs REFERENCE.md section 7 (H100, fp16, batch 1, another run): eager 0.82-1.61 s -> ours "
+            f"{0.82 / mine:.2f}-{1.61 / mine:.2f}x; U-Net under torch.compile 0.43 s -> ours "
+            f"{0.43 / mine:.2f}x"
+        )
+    return "\n".join(lines), records
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.side == "jax":
+        common.emit_result(run_jax(args))
+        return 0
+    if args.side in ("torch-eager", "torch-compile"):
+        common.emit_result(run_torch(args, compile_unet=args.side == "torch-compile"))
+        return 0
+
+    sides = [] if args.skip_jax else ["jax"]
+    if not args.skip_torch:
+        sides.append("torch-eager")
+        if not args.skip_compile:
+            sides.append("torch-compile")
+    results = common.run_sides(
+        Path(__file__).resolve(),
+        sides,
+        common.side_argv(args),
+        side_timeout=args.side_timeout,
+        budget_s=args.budget_s,
+        tag="edit_latency",
+    )
+    model = "tiny smoke models" if args.tiny else "SD 1.5-size models"
+    kind = "reward U-Net" if args.reward else "IP2P U-Net"
+    title = (
+        f"edit latency, {model} ({kind}, random weights), {args.resolution} px, {args.steps} Euler-ancestral "
+        f"steps, IP2P guidance (3 branches), {args.dtype}, median of {args.iters}"
+    )
+    table, records = summarize(args, results)
+    device = next((r["env"].get("device") for r in results if r.get("env")), "unknown")
+    print(f"\n## {title}\ndevice: {device}; commit {common.git_commit()}\n")
+    print(table)
+    gpu = any(common.is_gpu_device(r.get("env", {})) for r in results)
+    if args.tiny or not gpu:
+        print("(CPU smoke numbers: they show the benchmark runs, not performance)")
+    payload = {
+        "benchmark": "edit_latency",
+        "title": title,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else " ".join(argv),
+        "commit": common.git_commit(),
+        "config": {k: v for k, v in vars(args).items() if k not in ("side", "json")},
+        "results": records,
+    }
+    common.write_json(args.json, payload)
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The GPU protocol of benchmarks/train_step.py and benchmarks/edit_latency.py on one H100 (or H200: the
+# device line of each table says which), our JAX side and the diffusers PyTorch peer in the same run.
+#
+# Here, once (wheels for what the GPU image lacks: diffusers, importlib_metadata, ml_collections; flax
+# pinned to the version the CPU tests use):
+#   ../shared/tools/device-wheels.sh flax==0.12.8
+# Then, through the device tool (each stage is sized to one call of at most 600 s):
+#   run(command="bash benchmarks/run_gpu.sh core", carry=[".whl"], timeout_s=600)   # the headline numbers
+#   run(command="bash benchmarks/run_gpu.sh more", carry=[".whl"], timeout_s=600)   # 512 px, compile peer, levers
+# Without the device tool: OUT=some/dir bash benchmarks/run_gpu.sh core
+#
+# Stages (each python run gets what is left of BUDGET_S; a side that runs out is reported as timed out
+# and the table still prints):
+#   core: train 256 px batch 64 (ours auto attention, eager, torch.compile); edit 512 px batch 1 (ours,
+#         diffusers eager). About 8-9 min: the 15 min of device time of one session fit this stage.
+#   more: train 512 px batch 16 (ours, eager, torch.compile); edit batch 1 and 8 (ours, eager, U-Net
+#         under torch.compile); levers at 256/64 (ours only): xla attention, remat,
+#         --xla_gpu_enable_triton_gemm=false. Needs a second session (or a machine without the limit).
+#   smoke: the tiny CPU-mode runs on the GPU machine (wheels and imports), about 1 min.
+# Outputs under $OUT: one JSON per benchmark run, log.txt (everything), env.txt.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+stage=${1:-core}
+OUT=${OUT:-$PWD/gpu_out}
+BUDGET_S=${BUDGET_S:-570}
+mkdir -p "$OUT"
+start=$(date +%s)
+exec > >(tee -a "$OUT/log.txt") 2>&1
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.90  # JAX sides only; each side is its own process
+CACHE=/tmp/rewardedit_jax_cache             # survives between calls while the machine stays warm
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+  python3 -c "import jax, flax, torch, diffusers, transformers; print('jax', jax.__version__, 'flax', \
+flax.__version__, 'torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', \
+transformers.__version__); print(jax.devices())"
+  git rev-parse HEAD 2>/dev/null || echo "commit: not a git checkout"
+} | tee "$OUT/env.txt"
+
+left() { echo $((BUDGET_S - ($(date +%s) - start))); }
+
+bench() {  # bench NAME MIN_SECONDS SCRIPT ARGS...: run if at least MIN_SECONDS of the budget are left
+  local name=$1 need=$2 script=$3
+  shift 3
+  local remaining
+  remaining=$(left)
+  if ((remaining < need)); then
+    echo "### skipped $name: ${remaining}s left of ${BUDGET_S}s (needs ~${need}s)"
+    return 0
+  fi
+  echo "### $name: python3 benchmarks/$script $* (${remaining}s left)"
+  # The benchmark stops starting sides when its budget is spent; timeout is only the backstop.
+  timeout "$((remaining + 20))" python3 "benchmarks/$script" "$@" --cache-dir "$CACHE" \
+    --budget-s "$remaining" --json "$OUT/$name.json"
+  echo "### $name: exit $? after $(($(date +%s) - start))s"
+}
+
+case "$stage" in
+  core)
+    bench train256 120 train_step.py --resolution 256 --batch 64 --attention auto
+    bench edit512 90 edit_latency.py --resolution 512 --batch 1 --attention auto --skip-compile
+    ;;
+  more)
+    bench train512 120 train_step.py --resolution 512 --batch 16 --attention auto
+    bench edit512_b8 120 edit_latency.py --resolution 512 --batch 1 8 --attention auto
+    bench lever_xla_attention 90 train_step.py --resolution 256 --batch 64 --attention xla --skip-torch
+    bench lever_remat 90 train_step.py --resolution 256 --batch 64 --attention auto --remat --skip-torch
+    XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" \
+      bench lever_no_triton_gemm 90 train_step.py --resolution 256 --batch 64 --attention auto --skip-torch
+    ;;
+  smoke)  # the CPU-mode smoke on the GPU machine: checks the wheels and imports in ~1 min
+    bench smoke_train 30 train_step.py --tiny --skip-compile
+    bench smoke_edit 30 edit_latency.py --tiny --skip-compile --batch 1
+    ;;
+  *)
+    echo "usage: $0 core|more|smoke" >&2
+    exit 2
+    ;;
+esac
+echo "### done in $(($(date +%s) - start))s; results in $OUT"

@@ -1,0 +1,513 @@
+"""Train-step throughput of the SD 1.5-size reward U-Net: rewardedit_jax against diffusers PyTorch.
+
+One optimizer step from cached latents (``rewardedit_jax.training.step``: posterior sample of the edited
+latent, noise, timestep, CFG dropout, U-Net forward and backward, MSE, global-norm clip, AdamW; no VAE or
+text encoder, random weights), at 256 px batch 64 or 512 px batch 16, against the same step written the
+diffusers way on ``rewardedit_jax.torch_compat.RewardUNet2DConditionModel`` (bf16 autocast, SDPA attention,
+fused AdamW, ``clip_grad_norm_``), eager and under ``torch.compile``, in the same run. Each side runs in
+its own subprocess (see ``common.py``). Prints images/s, step time (median of ``--steps``), TFLOP/s and
+MFU against 989 TFLOP/s from XLA's cost analysis of our compiled step, peak device memory, and our
+throughput over each peer's.
+
+    python benchmarks/train_step.py --tiny --skip-compile                 # CPU smoke, ~20 s
+    python benchmarks/train_step.py --resolution 256 --batch 64           # H100: the REFERENCE.md peer shape
+    python benchmarks/train_step.py --resolution 512 --batch 16 --json r.json
+    python benchmarks/train_step.py --cost-only --batch 1                 # FLOPs/memory from abstract shapes
+
+``--cost-only`` compiles our step from abstract shapes (no weights, no data) and prints XLA's FLOP count
+and memory analysis: the CPU-side cost analysis of ``benchmarks/NOTES.md``. ``benchmarks/run_gpu.sh``
+runs the GPU protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import types
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+# The tiny smoke model: two levels, 32 channels (GroupNorm(32) for the reward modules), text width 32.
+TINY_UNET = dict(
+    act_fn="silu",
+    attention_head_dim=4,
+    block_out_channels=[32],
+    cross_attention_dim=32,
+    down_block_types=["CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D"],
+    layers_per_block=1,
+    norm_num_groups=32,
+    in_channels=8,
+    out_channels=4,
+)
+TEXT_LENGTH = 77
+LATENT_CHANNELS = 4
+VAE_FACTOR = 8
+SCALING_FACTOR = 0.18215
+CFG_DROPOUT = 0.05
+# The official optimizer (REFERENCE.md section 3), for both sides.
+OPTIMIZER = types.SimpleNamespace(
+    learning_rate=5e-5,
+    lr_schedule="constant",
+    warmup_steps=0,
+    total_steps=10_000,
+    adam_b1=0.9,
+    adam_b2=0.999,
+    adam_eps=1e-8,
+    weight_decay=1e-2,
+    grad_clip_norm=1.0,
+)
+EMA_DECAY = 0.9999
+# REFERENCE.md section 7 (H100, torch 2.11, diffusers 0.42.1): 256 px images/s, for context only.
+REFERENCE_PEER = {
+    (256, 64): {"torch eager": 328.0, "torch.compile": 476.0},
+    (256, 32): {"torch eager": 212.0},
+}
+SIDES = ("jax", "torch-eager", "torch-compile")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tiny", action="store_true", help="CPU smoke: tiny U-Net, 64 px, batch 2, 2 steps")
+    p.add_argument("--batch", type=int, help="global batch (default 64, tiny 2)")
+    p.add_argument(
+        "--resolution", type=int, help="image side in pixels; latents are 1/8 (default 256, tiny 64)"
+    )
+    p.add_argument("--steps", type=int, help="timed steps; the median is reported (default 10, tiny 2)")
+    p.add_argument("--warmup", type=int, help="untimed steps after compilation (default 3, tiny 1)")
+    p.add_argument("--attention", choices=("xla", "cudnn", "auto"), default="auto")
+    p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="activations (params fp32)")
+    p.add_argument("--no-reward", action="store_true", help="the stock IP2P U-Net (no reward modules)")
+    p.add_argument("--ema", action="store_true", help="also update an EMA copy of the weights (both sides)")
+    p.add_argument("--remat", action="store_true", help="rematerialize each U-Net block (ours; nnx.remat)")
+    p.add_argument("--skip-jax", action="store_true")
+    p.add_argument("--skip-torch", action="store_true", help="no PyTorch peer at all")
+    p.add_argument("--skip-compile", action="store_true", help="no torch.compile peer (eager only)")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, max-autotune...)")
+    p.add_argument("--cost-only", action="store_true", help="ours only: compile from abstract shapes, no run")
+    p.add_argument("--lower-only", action="store_true", help="with --cost-only: FLOPs of the lowering only")
+    p.add_argument("--cache-dir", help="JAX persistent compilation cache directory")
+    p.add_argument("--side-timeout", type=float, help="seconds per side subprocess")
+    p.add_argument("--budget-s", type=float, help="seconds for all sides together (later sides are skipped)")
+    p.add_argument("--json", help="write the results here (machine-readable)")
+    p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # internal: run one side
+    args = p.parse_args(argv)
+    defaults = dict(batch=2, resolution=64, steps=2, warmup=1) if args.tiny else {}
+    defaults = {**dict(batch=64, resolution=256, steps=10, warmup=3), **defaults}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.resolution % VAE_FACTOR:
+        p.error(f"--resolution must be a multiple of {VAE_FACTOR}")
+    return args
+
+
+def unet_config(args) -> dict:
+    if args.tiny:
+        return dict(TINY_UNET)
+    from configs.sd15_ip2p import SD15_UNET
+
+    return dict(SD15_UNET)
+
+
+def text_dim(config: dict) -> int:
+    cross = config["cross_attention_dim"]
+    return int(cross if isinstance(cross, int) else cross[0])
+
+
+# --- our side -------------------------------------------------------------------------------------------
+
+
+def _remat_blocks(unet) -> None:
+    """Wrap each down/mid/up block's ``__call__`` in ``nnx.remat`` (activations recomputed in backward)."""
+    from flax import nnx
+
+    for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+        cls = type(block)
+        remat_cls = type(cls.__name__ + "Remat", (cls,), {"__call__": nnx.remat(cls.__call__)})
+        block.__class__ = remat_cls
+
+
+def run_jax(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from rewardedit_jax.models.attention import attention_implementation
+    from rewardedit_jax.models.layers import count_params, fill_random_
+    from rewardedit_jax.models.reward import NUM_SCORES, RewardConfig
+    from rewardedit_jax.models.unet import UNetConfig, build_unet
+    from rewardedit_jax.schedule import NoiseSchedule
+    from rewardedit_jax.training import step as step_lib
+
+    common.enable_jax_compilation_cache(args.cache_dir)
+    reward = not args.no_reward
+    compute = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
+    config = unet_config(args)
+    cfg = UNetConfig.from_diffusers(config, reward=RewardConfig() if reward else None)
+    unet = build_unet(cfg, dtype=compute, abstract=True)
+    n_params = count_params(unet)
+
+    b, side, d = args.batch, args.resolution // VAE_FACTOR, text_dim(config)
+    latent = (b, side, side, LATENT_CHANNELS)
+    f32 = jnp.float32
+    batch_shapes = {
+        "source_latent": jax.ShapeDtypeStruct(latent, f32),
+        "edited_latent_mean": jax.ShapeDtypeStruct(latent, f32),
+        "edited_latent_logvar": jax.ShapeDtypeStruct(latent, f32),
+        "encoder_hidden_states": jax.ShapeDtypeStruct((b, TEXT_LENGTH, d), f32),
+    }
+    if reward:
+        batch_shapes["feedback_pooled"] = jax.ShapeDtypeStruct((b, d), f32)
+        batch_shapes["reward_scores"] = jax.ShapeDtypeStruct((b, NUM_SCORES), f32)
+
+    step_cfg = step_lib.StepConfig(
+        schedule=NoiseSchedule.sd15(),
+        scaling_factor=SCALING_FACTOR,
+        cfg_dropout_prob=CFG_DROPOUT,
+        reward=reward,
+        ema_max_decay=EMA_DECAY if args.ema else None,
+        compute_dtype=compute,
+    )
+    optimizer = step_lib.make_optimizer(OPTIMIZER)
+
+    def abstract_inputs(graphdef_params_rngs):
+        graphdef, params, rngs = graphdef_params_rngs
+        shape = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
+        params = jax.tree.map(shape, params)
+        state = {
+            "step": jax.ShapeDtypeStruct((), jnp.int32),
+            "params": params,
+            "opt_state": jax.eval_shape(optimizer.init, params),
+            "ema": params if args.ema else None,
+            "rng": jax.ShapeDtypeStruct((2,), jnp.uint32),
+        }
+        frozen = {
+            "empty_embeds": jax.ShapeDtypeStruct((TEXT_LENGTH, d), f32),
+            "unet_rngs": jax.tree.map(shape, rngs),
+        }
+        return state, frozen
+
+    def lower(graphdef, state, frozen, attention: str):
+        # The latent batch needs no VAE or text encoder: encode_batch reads only the U-Net's graph.
+        models = step_lib.Models(unet=graphdef, vae=None, text_encoder=None)
+        train_step = step_lib.make_train_step(
+            models, step_cfg, optimizer, step_lib.learning_rate_schedule(OPTIMIZER)
+        )
+        with attention_implementation(attention):
+            return jax.jit(train_step, donate_argnums=(0,)).lower(state, batch_shapes, frozen)
+
+    split = nnx.split(unet, nnx.Param, ...)
+    state_shapes, frozen_shapes = abstract_inputs(split)
+    # Model FLOPs (the MFU numerator): the portable graph (xla attention, no remat) before optimization.
+    # Fused attention kernels are custom calls whose FLOPs XLA does not count; remat adds recomputation.
+    t0 = time.perf_counter()
+    model_lowered = lower(split[0], state_shapes, frozen_shapes, "xla")
+    lowered = model_lowered
+    same_graph = args.attention == "xla" or jax.default_backend() != "gpu"  # auto is xla off GPU
+    if args.remat or not same_graph:
+        if args.remat:
+            _remat_blocks(unet)
+        lowered = lower(nnx.split(unet, nnx.Param, ...)[0], state_shapes, frozen_shapes, args.attention)
+    lower_s = time.perf_counter() - t0
+    flops_model = common.cost_flops(model_lowered)
+    result = {
+        "side": "jax",
+        "label": f"rewardedit_jax ({args.attention} attention{', remat' if args.remat else ''})",
+        "params": n_params,
+        "lower_s": lower_s,
+        "flops_per_step": flops_model,
+        "flops_per_step_lowered": common.cost_flops(lowered),
+        "env": common.jax_environment(),
+    }
+    if args.cost_only and args.lower_only:
+        return result
+    t0 = time.perf_counter()
+    compiled = lowered.compile(common.TINY_COMPILER_OPTIONS if args.tiny else None)
+    compile_s = time.perf_counter() - t0
+    result["compile_s"] = compile_s
+    result["flops_per_step_compiled"] = common.cost_flops(compiled)
+    result["compiled_memory"] = common.compiled_memory(compiled)
+    if args.cost_only:
+        return result
+
+    fill_random_(unet, seed=0)
+    graphdef, params, unet_rngs = nnx.split(unet, nnx.Param, ...)
+    del graphdef
+    params = jax.device_put(params)
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": jax.jit(optimizer.init)(params),
+        "ema": jax.tree.map(jnp.copy, params) if args.ema else None,
+        "rng": jax.random.key_data(jax.random.key(0)),
+    }
+    rng = np.random.default_rng(0)
+    batch = {}
+    for name, spec in batch_shapes.items():
+        if name == "reward_scores":
+            value = rng.uniform(0.0, 5.0, spec.shape)
+        elif name == "edited_latent_logvar":
+            value = rng.uniform(-6.0, -2.0, spec.shape)
+        else:
+            value = rng.standard_normal(spec.shape)
+        batch[name] = jax.device_put(value.astype(np.float32))
+    frozen = {
+        "empty_embeds": jax.device_put(rng.standard_normal((TEXT_LENGTH, d)).astype(np.float32)),
+        "unet_rngs": unet_rngs,
+    }
+    holder = {"state": state}
+
+    def one_step():
+        holder["state"], metrics = compiled(holder["state"], batch, frozen)
+        return metrics["loss"]
+
+    timing = common.time_calls(one_step, jax.block_until_ready, warmup=args.warmup, iters=args.steps)
+    loss = float(one_step())
+    result.update(timing)
+    result["loss"] = loss
+    result["peak_memory_bytes"] = common.jax_peak_memory_bytes()
+    return result
+
+
+# --- the PyTorch peer -------------------------------------------------------------------------------------
+
+
+def run_torch(args, compile_model: bool) -> dict:
+    import diffusers
+    import torch
+    import torch.nn.functional as F
+
+    from rewardedit_jax.schedule import NoiseSchedule
+    from rewardedit_jax.torch_compat import RewardUNet2DConditionModel
+
+    reward = not args.no_reward
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    config = unet_config(args)
+    torch.manual_seed(0)
+    cls = RewardUNet2DConditionModel if reward else diffusers.UNet2DConditionModel
+    with torch.device(device):
+        unet = cls(**config)
+    unet.train()
+    n_params = sum(p.numel() for p in unet.parameters())
+    params = [p for p in unet.parameters() if p.requires_grad]
+    o = OPTIMIZER
+    try:
+        opt = torch.optim.AdamW(
+            params, lr=o.learning_rate, betas=(o.adam_b1, o.adam_b2), eps=o.adam_eps,
+            weight_decay=o.weight_decay, fused=True,
+        )  # fmt: skip
+        fused = True
+    except (RuntimeError, TypeError):  # fused AdamW is unsupported on this device
+        opt = torch.optim.AdamW(
+            params, lr=o.learning_rate, betas=(o.adam_b1, o.adam_b2), eps=o.adam_eps,
+            weight_decay=o.weight_decay, foreach=True,
+        )  # fmt: skip
+        fused = False
+    ema = [p.detach().clone() for p in params] if args.ema else None
+    model = torch.compile(unet, mode=args.compile_mode) if compile_model else unet
+
+    schedule = NoiseSchedule.sd15()
+    acp = torch.tensor(schedule.alphas_cumprod, dtype=torch.float32, device=device)
+    b, side, d = args.batch, args.resolution // VAE_FACTOR, text_dim(config)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+
+    latent = (b, LATENT_CHANNELS, side, side)  # NCHW
+    source, mean = randn(*latent), randn(*latent)
+    logvar = torch.rand(latent, generator=gen, device=device) * 4.0 - 6.0
+    text = randn(b, TEXT_LENGTH, d)
+    empty = randn(1, TEXT_LENGTH, d)
+    added = None
+    if reward:
+        scores = torch.rand((b, 3), generator=gen, device=device) * 5.0
+        added = {"reward_scores": scores, "negative_embeds": randn(b, d)}
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    step_count = [0]
+
+    def one_step():
+        with torch.no_grad():
+            edited = (mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)) * SCALING_FACTOR
+            noise = torch.randn_like(edited)
+            t = torch.randint(0, schedule.num_train_timesteps, (b,), device=device)
+            a = acp[t].view(b, 1, 1, 1)
+            noisy = a.sqrt() * edited + (1 - a).sqrt() * noise
+            u = torch.rand((b,), device=device)
+            context = torch.where((u < 2 * CFG_DROPOUT).view(b, 1, 1), empty, text)
+            keep = ~((u >= CFG_DROPOUT) & (u < 3 * CFG_DROPOUT))
+            cond = source * keep.view(b, 1, 1, 1)
+        with autocast:
+            kwargs = {"added_cond_kwargs": added} if reward else {}
+            pred = model(torch.cat([noisy, cond], dim=1), t, context, **kwargs).sample
+        loss = F.mse_loss(pred.float(), noise)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, o.grad_clip_norm, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            s = step_count[0]
+            decay = min(EMA_DECAY, (1 + s) / (10 + s))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, params, 1.0 - decay)
+        step_count[0] += 1
+        return loss
+
+    def sync(loss):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return loss.item()
+
+    timing = common.time_calls(one_step, sync, warmup=args.warmup, iters=args.steps)
+    result = {
+        "side": "torch-compile" if compile_model else "torch-eager",
+        "label": f"diffusers {'torch.compile' if compile_model else 'eager'}",
+        "params": n_params,
+        "fused_adamw": fused,
+        "loss": sync(one_step()),
+        "env": common.torch_environment(),
+        **timing,
+    }
+    if compile_model:
+        result["compile_s"] = timing["first_s"]  # the first step compiles forward and backward
+    result["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated()) if device == "cuda" else None
+    return result
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+def describe(args, params: int | None) -> str:
+    size = "tiny smoke U-Net" if args.tiny else "SD 1.5-size U-Net"
+    kind = "IP2P" if args.no_reward else "reward"
+    n = f", {params / 1e6:.1f}M params" if params else ""
+    side = args.resolution // VAE_FACTOR
+    return (
+        f"train step, {size} ({kind}{n}), {args.resolution} px ({side}x{side} latents), batch {args.batch}, "
+        f"{args.dtype}, median of {args.steps} steps"
+    )
+
+
+def _note(result: dict) -> str:
+    if result.get("side") == "jax":
+        return "compile s: XLA compile of the step"
+    adam = "fused AdamW" if result.get("fused_adamw") else "foreach AdamW"
+    return adam + ("; compile s: first step" if result.get("side") == "torch-compile" else "")
+
+
+def summarize(args, results: list[dict]) -> tuple[str, list[dict]]:
+    jax_result = next((r for r in results if r.get("side") == "jax"), {})
+    ours = jax_result if "median_s" in jax_result else None
+    flops = jax_result.get("flops_per_step")
+    gpu = any(common.is_gpu_device(r.get("env", {})) for r in results)
+    rows, records = [], []
+    for r in results:
+        rec = {"side": r.get("side"), "label": r.get("label", r.get("side"))}
+        if "median_s" not in r:
+            note = r.get("error", "cost only: compiled, not run")
+            rows.append([rec["label"], *(["n/a"] * 5), common.fmt(r.get("compile_s"), ".1f"), "n/a", note])
+            records.append({**r, **rec})
+            continue
+        step_s = r["median_s"]
+        rec["images_per_s"] = args.batch / step_s
+        rec["step_ms"] = step_s * 1e3
+        rec["tflops"] = flops / step_s / 1e12 if flops else None
+        rec["mfu"] = rec["tflops"] / common.H100_BF16_DENSE_TFLOPS if (gpu and rec["tflops"]) else None
+        rec["ours_over_this"] = (ours["median_s"] and step_s / ours["median_s"]) if ours else None
+        records.append({**r, **rec})
+        rows.append(
+            [
+                rec["label"],
+                common.fmt(rec["images_per_s"], ".1f"),
+                common.fmt(rec["step_ms"], ".1f"),
+                common.fmt(rec["tflops"], ".3g" if not gpu else ".0f"),
+                common.fmt(rec["mfu"] and 100 * rec["mfu"], ".1f", "%"),
+                common.fmt_bytes(r.get("peak_memory_bytes")),
+                common.fmt(r.get("compile_s"), ".1f"),
+                common.fmt(rec["ours_over_this"], ".2f", "x"),
+                _note(r),
+            ]
+        )
+    header = [
+        "side", "images/s", "step ms", "TFLOP/s", "MFU", "peak memory", "compile s", "ours / this", "note",
+    ]  # fmt: skip
+    lines = [common.markdown_table(header, rows)]
+    if flops:
+        lines.append(
+            f"FLOP per step (XLA cost analysis, xla-attention graph): {flops / 1e12:.4g} T = "
+            f"{flops / args.batch / 1e12:.4g} TFLOP per image (REFERENCE.md: 0.54 at 256 px, 2.41 at 512 px)"
+        )
+    peer = REFERENCE_PEER.get((args.resolution, args.batch)) if (gpu and not args.tiny) else None
+    if peer and ours:
+        mine = args.batch / ours["median_s"]
+        lines.append(
+            "vs REFERENCE.md section 7 (H100, torch 2.11, another run): "
+            + ", ".join(f"{k} {v:.0f} img/s -> ours {mine / v:.2f}x" for k, v in peer.items())
+        )
+    return "\n".join(lines), records
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.side == "jax":
+        common.emit_result(run_jax(args))
+        return 0
+    if args.side in ("torch-eager", "torch-compile"):
+        common.emit_result(run_torch(args, compile_model=args.side == "torch-compile"))
+        return 0
+
+    sides = [] if args.skip_jax else ["jax"]
+    if not (args.skip_torch or args.cost_only):
+        sides.append("torch-eager")
+        if not args.skip_compile:
+            sides.append("torch-compile")
+    results = common.run_sides(
+        Path(__file__).resolve(),
+        sides,
+        common.side_argv(args),
+        side_timeout=args.side_timeout,
+        budget_s=args.budget_s,
+        tag="train_step",
+    )
+    params = next((r["params"] for r in results if r.get("params")), None)
+    title = describe(args, params)
+    table, records = summarize(args, results)
+    envs = {r["side"]: r.get("env") for r in results if r.get("env")}
+    device = next((e.get("device") for e in envs.values()), "unknown")
+    print(f"\n## {title}\ndevice: {device}; commit {common.git_commit()}\n")
+    print(table)
+    for r in results:
+        if r.get("side") == "jax" and r.get("compiled_memory"):
+            m = r["compiled_memory"]
+            print(
+                f"XLA memory analysis (ours): arguments {common.fmt_bytes(m['argument_bytes'])}, "
+                f"temporaries {common.fmt_bytes(m['temp_bytes'])}, "
+                f"outputs {common.fmt_bytes(m['output_bytes'])} "
+                f"(aliased {common.fmt_bytes(m['alias_bytes'])}); lower {r['lower_s']:.1f} s"
+            )
+    if args.tiny or not any(common.is_gpu_device(e) for e in envs.values()):
+        print("(CPU smoke numbers: they show the benchmark runs, not performance)")
+    payload = {
+        "benchmark": "train_step",
+        "title": title,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else " ".join(argv),
+        "commit": common.git_commit(),
+        "config": {k: v for k, v in vars(args).items() if k not in ("side", "json")},
+        "results": records,
+    }
+    common.write_json(args.json, payload)
+    ok = all("error" not in r for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
