@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: venv install test lint format clean
+.PHONY: venv install test lint format clean demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 	$(VENV)/bin/ruff format $(LINT_PATHS)
+
+# The offline end-to-end demo (README): `make demo SEEDS="0 1"` for the multi-seed comparison.
+SEEDS ?= 0
+DEMO_OUT ?= demo_out
+DEMO_ARGS ?=
+demo: install
+	$(PY) -m rewardedit_jax.demo --out $(DEMO_OUT) --seeds $(SEEDS) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

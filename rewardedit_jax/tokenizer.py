@@ -94,3 +94,58 @@ def load_tokenizer(folder: str | Path, *, max_length: int | None = None) -> Toke
             f"{folder}: max_length {max_length} leaves no room for start/end-of-text tokens"
         )
     return Tokenizer(backend, max_length)
+
+
+def _byte_chars() -> list[str]:
+    """CLIP's byte -> printable-unicode table (GPT-2 byte-level BPE convention)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    keep += list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def write_word_tokenizer(folder: str | Path, words: Sequence[str], *, max_length: int = 77) -> Path:
+    """Write a small CLIP BPE tokenizer whose vocabulary spells ``words`` with few tokens.
+
+    For models trained from scratch on a closed vocabulary (the synthetic offline demo): byte tokens plus
+    left-to-right merges for each (lower-case) word, CLIP's special tokens, ``model_max_length``. Loads with
+    ``load_tokenizer`` and with transformers' ``CLIPTokenizer`` (so exported pipelines carry it).
+    """
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    byte_chars = _byte_chars()
+    tokens = byte_chars + [c + "</w>" for c in byte_chars]
+    merges: list[tuple[str, str]] = []
+    seen_tokens, seen_merges = set(tokens), set()
+    for word in sorted({w.lower() for w in words if w}):
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        current = pieces[0]
+        for piece in pieces[1:]:
+            if (current, piece) not in seen_merges:
+                merges.append((current, piece))
+                seen_merges.add((current, piece))
+            current = current + piece
+            if current not in seen_tokens:
+                tokens.append(current)
+                seen_tokens.add(current)
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": max_length,
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return folder

@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
 # diffusers' pipeline loader resolves a model_index.json entry ["rewardedit_jax.torch_compat", CLASS] by
@@ -29,7 +30,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
-__all__ = ["RewardEditPipeline", "RewardUNet2DConditionModel"]
+__all__ = ["IdentityAutoencoder", "RewardEditPipeline", "RewardUNet2DConditionModel"]
 
 _REWARD_DEFAULTS = {"reward_score_embed_dim": 256, "reward_num_heads": 8}
 
@@ -218,6 +219,41 @@ RewardUNet2DConditionModel.__init__.__signature__ = _base.replace(
         for name, default in _REWARD_DEFAULTS.items()
     ]
 )
+
+
+class IdentityAutoencoder(ModelMixin, ConfigMixin):
+    """Pixel-space stand-in for AutoencoderKL (latents are the images), for tiny demo models.
+
+    Mirrors ``rewardedit_jax.models.vae.IdentityAutoencoder``: ``encode`` returns a posterior whose mean
+    is the image (log-variance -30), ``decode`` returns the latents; ``scaling_factor`` 1.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        scaling_factor: float = 1.0,
+        latent_channels: int = 3,
+        block_out_channels: tuple[int, ...] = (3,),  # one level: pipelines derive a scale factor of 1
+    ):
+        super().__init__()
+        self.register_buffer("_device_anchor", torch.zeros(()), persistent=False)
+
+    @property
+    def dtype(self):
+        return self._device_anchor.dtype
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True):
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+        from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+        posterior = DiagonalGaussianDistribution(torch.cat([x, torch.full_like(x, -30.0)], dim=1))
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True, generator=None):
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        return DecoderOutput(sample=z) if return_dict else (z,)
 
 
 class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):

@@ -211,7 +211,12 @@ def model_index_for(components: dict[str, Any], scheduler_class: str | None, bas
     index["requires_safety_checker"] = False
     index["unet"] = REWARD_UNET_ENTRY if unet_model.has_reward else ["diffusers", "UNet2DConditionModel"]
     if "vae" in components:
-        index["vae"] = ["diffusers", "AutoencoderKL"]
+        identity = type(components["vae"]).__name__ == "IdentityAutoencoder"
+        index["vae"] = (
+            ["rewardedit_jax.torch_compat", "IdentityAutoencoder"]
+            if identity
+            else ["diffusers", "AutoencoderKL"]
+        )
     if "text_encoder" in components:
         index["text_encoder"] = ["transformers", "CLIPTextModel"]
     if scheduler_class:

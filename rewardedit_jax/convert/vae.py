@@ -25,7 +25,14 @@ from rewardedit_jax.convert.weights import (
     write_json,
 )
 from rewardedit_jax.models.layers import UnsupportedConfigError
-from rewardedit_jax.models.vae import AutoencoderKL, VAEConfig
+from rewardedit_jax.models.vae import (
+    IDENTITY_CLASS,
+    AutoencoderKL,
+    IdentityAutoencoder,
+    IdentityConfig,
+    VAEConfig,
+    is_identity_config,
+)
 
 CLASS_NAME = "AutoencoderKL"
 RENAMES = ()
@@ -57,6 +64,8 @@ def load_diffusers_vae(folder: Path, *, param_dtype=None, compute_dtype=None) ->
     """Load a diffusers ``vae/`` folder (config.json + weights). Returns the model and its config dict."""
     folder = Path(folder)
     config = read_json(folder / "config.json")
+    if is_identity_config(config):
+        return _identity(config, compute_dtype), config
     cfg = vae_config(config, folder / "config.json")
     with open_weights(folder, (DIFFUSERS_STEM,)) as reader:
         model = build_abstract(cfg, compute_dtype)
@@ -64,8 +73,21 @@ def load_diffusers_vae(folder: Path, *, param_dtype=None, compute_dtype=None) ->
     return finish_loaded(model, param_dtype), config
 
 
+def _identity(config: Mapping[str, Any], compute_dtype) -> IdentityAutoencoder:
+    return IdentityAutoencoder(IdentityConfig(int(config.get("in_channels", 3))), dtype=compute_dtype)
+
+
 def diffusers_config_for(model: AutoencoderKL, base: Mapping[str, Any] | None) -> dict:
     """The diffusers config.json for ``model``: ``base`` (the imported one) updated to the model."""
+    if isinstance(model, IdentityAutoencoder):
+        c = model.config.in_channels
+        return {
+            "_class_name": IDENTITY_CLASS,
+            "in_channels": c,
+            "latent_channels": c,
+            "block_out_channels": [c],
+            "scaling_factor": 1.0,
+        }
     cfg = model.config
     n = len(cfg.block_out_channels)
     config = dict(base or {})
@@ -94,18 +116,21 @@ def save_diffusers_vae(model: AutoencoderKL, dst: Path, config: Mapping[str, Any
     """Write ``dst/config.json`` and ``dst/diffusion_pytorch_model.safetensors`` (float32)."""
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    tensors = dict(export_state(model, renames=RENAMES))
+    tensors = {} if isinstance(model, IdentityAutoencoder) else dict(export_state(model, renames=RENAMES))
     save_safetensors(dst / f"{DIFFUSERS_STEM}.safetensors", tensors, metadata={"format": "pt"})
     write_json(dst / "config.json", diffusers_config_for(model, config))
 
 
 def save_flax_vae(model: AutoencoderKL, component_dir: Path, config: Mapping[str, Any] | None) -> None:
     model_dir.write_component_config(component_dir, diffusers_config_for(model, config))
-    model_dir.save_params(component_dir, model)
+    if not isinstance(model, IdentityAutoencoder):
+        model_dir.save_params(component_dir, model)
 
 
 def load_flax_vae(component_dir: Path, *, param_dtype=None, compute_dtype=None) -> tuple[AutoencoderKL, dict]:
     config, _ = model_dir.component_config(component_dir)
+    if is_identity_config(config):
+        return _identity(config, compute_dtype), config
     cfg = vae_config(config, Path(component_dir) / "config.json")
     model = build_abstract(cfg, compute_dtype)
     model_dir.restore_params(component_dir, model)

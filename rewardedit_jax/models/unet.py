@@ -573,6 +573,9 @@ class UNet2DConditionModel(nnx.Module):
         self.conv_norm_out = group_norm(c0, cfg.norm_num_groups, cfg.norm_eps, rngs=rngs, dtype=dtype)
         self.conv_out = conv2d(c0, cfg.out_channels, 3, rngs=rngs, dtype=dtype)
         self.dtype = dtype
+        # Rematerialize each down/mid/up block in the backward pass (less activation memory, ~30% more
+        # compute). Set before jit/split: ``unet.remat = True``.
+        self.remat = False
 
     @property
     def has_reward(self) -> bool:
@@ -621,16 +624,21 @@ class UNet2DConditionModel(nnx.Module):
         if self.reward is not None:
             h = self.reward.condition_latent(h, tokens)
 
+        def call(block, *args, **kwargs):
+            if not self.remat:
+                return block(*args, **kwargs)
+            return nnx.remat(lambda b, *a: b(*a, **kwargs))(block, *args)
+
         skips = [h]
         for block in self.down_blocks:
-            h, block_skips = block(h, temb, context)
+            h, block_skips = call(block, h, temb, context)
             skips.extend(block_skips)
-        h = self.mid_block(h, temb, context)
+        h = call(self.mid_block, h, temb, context)
         for block in self.up_blocks:
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
             upsample_size = skips[-1].shape[1:3] if skips else None
-            h = block(h, temb, context, block_skips, upsample_size)
+            h = call(block, h, temb, context, block_skips, upsample_size=upsample_size)
         h = jax.nn.silu(self.conv_norm_out(h))
         return self.conv_out(h)
 

@@ -373,10 +373,61 @@ class AutoencoderKL(nnx.Module):
         return mean
 
 
+IDENTITY_CLASS = "IdentityAutoencoder"
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityConfig:
+    """Pixel-space stand-in for the VAE: latents are the images themselves."""
+
+    in_channels: int = 3
+    scaling_factor: float = 1.0
+
+    @property
+    def latent_channels(self) -> int:
+        return self.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels
+
+    @property
+    def downsample_factor(self) -> int:
+        return 1
+
+
+class IdentityAutoencoder(nnx.Module):
+    """``encode(x) -> (x, logvar=-30)``, ``decode(z) -> z``: diffusion in pixel space, for tiny CPU-sized
+    models (the offline demo) where a trained VAE is not available. Config ``{"_class_name":
+    "IdentityAutoencoder", "in_channels": 3}``; no parameters. Its PyTorch twin is in ``torch_compat``.
+    """
+
+    def __init__(self, cfg: IdentityConfig | None = None, *, dtype: Dtype = None, **unused):
+        self.config = cfg or IdentityConfig()
+        self.dtype = dtype
+        self.scaling_factor = self.config.scaling_factor
+
+    def encode(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        images = images.astype(self.dtype or images.dtype)
+        return images, jnp.full_like(images, LOGVAR_RANGE[0])
+
+    def decode(self, latents: jax.Array) -> jax.Array:
+        return latents
+
+    sample = staticmethod(AutoencoderKL.sample)
+    mode = staticmethod(AutoencoderKL.mode)
+
+
+def is_identity_config(config: Mapping[str, Any]) -> bool:
+    return config.get("_class_name") == IDENTITY_CLASS
+
+
 def build_vae(
     config: VAEConfig | Mapping[str, Any], *, seed: int = 0, dtype: Dtype = None, abstract: bool = False
 ) -> AutoencoderKL:
     """Build a randomly initialised VAE (or, with ``abstract``, one holding only shapes)."""
+    if isinstance(config, Mapping) and is_identity_config(config):
+        return IdentityAutoencoder(IdentityConfig(int(config.get("in_channels", 3))), dtype=dtype)
     cfg = config if isinstance(config, VAEConfig) else VAEConfig.from_diffusers(config)
     if abstract:
         return nnx.eval_shape(lambda: AutoencoderKL(cfg, rngs=nnx.Rngs(seed), dtype=dtype))

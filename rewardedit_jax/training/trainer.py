@@ -391,6 +391,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         ema_max_decay=config.ema.max_decay if config.ema.enabled else None,
         compute_dtype=compute,
     )
+    models.unet.remat = config.remat == "blocks"
     unet_g, params, unet_rngs = nnx.split(models.unet, nnx.Param, ...)
     vae_g, vae_state = nnx.split(models.vae)
     te_g, te_state = nnx.split(models.text_encoder)
@@ -595,6 +596,7 @@ def compile_abstract(config: ml_collections.ConfigDict, *, mesh=None):
         reward=RewardConfig(dropout=config.reward.dropout) if reward else None,
     )
     unet = build_unet(unet_cfg, dtype=compute, abstract=True)
+    unet.remat = config.remat == "blocks"
     vae = build_vae(config.model.vae.to_dict(), dtype=compute, abstract=True)
     text_encoder = build_text_encoder(config.model.text_encoder.to_dict(), dtype=compute, abstract=True)
     unet_g, params, unet_rngs = nnx.split(unet, nnx.Param, ...)

@@ -216,3 +216,18 @@ def test_sd15_ip2p_size_builds_with_exact_parameter_count_and_runs_jitted():
     out = jax.jit(lambda s, x, c: nnx.merge(graphdef, s)(x, jnp.array([500.0]), c))(state, sample, context)
     assert out.shape == (1, 32, 32, 4)
     assert np.isfinite(np.asarray(out)).all()
+
+
+def test_rematerialized_blocks_give_the_same_output_and_gradients():
+    unet = build_unet(UNetConfig.from_diffusers(SD1_LIKE), seed=3)
+    inputs = {k: jnp.asarray(v) for k, v in unet_inputs(unet.config, seed=10).items()}
+
+    def loss(model, sample):
+        return jnp.sum(model(sample, inputs["timesteps"], inputs["encoder_hidden_states"]) ** 2)
+
+    grad = nnx.jit(nnx.value_and_grad(loss, argnums=1))
+    plain = grad(unet, inputs["sample"])
+    unet.remat = True
+    remat = grad(unet, inputs["sample"])
+    np.testing.assert_allclose(np.asarray(remat[0]), np.asarray(plain[0]), rtol=1e-5)
+    assert compare("unet", "d/dsample", remat[1], plain[1]).rel <= 1e-5

@@ -325,3 +325,32 @@ def test_edit_and_export_accept_a_training_workdir(stage1, tmp_path):
     ]
     assert edit_main(args) == 0
     assert Image.open(tmp_path / "out.png").size == (64, 64)
+
+
+def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
+    """configs/demo.py (pixel space, frozen word-level text encoder) learns on synthetic_edit."""
+    from configs import demo
+    from rewardedit_jax.data.pipeline import load_data_source
+    from rewardedit_jax.tokenizer import load_tokenizer, write_word_tokenizer
+
+    source, _ = load_data_source("synthetic_edit/tiny", "train", str(synthetic_dir))
+    words = {
+        w.strip(".,;").lower() for i in range(len(source)) for w in str(source[i]["instruction"]).split()
+    }
+    tok = load_tokenizer(write_word_tokenizer(tmp_path / "tokenizer", sorted(words)))
+    config = demo.get_config()
+    config.model.tokenizer = str(tmp_path / "tokenizer")
+    config.model.text_encoder = dict(
+        config.model.text_encoder.to_dict(), vocab_size=tok.vocab_size, eos_token_id=tok.eos_token_id
+    )
+    config.data.name, config.data.data_dir = "synthetic_edit/tiny", str(synthetic_dir)
+    config.total_steps, config.batch_size, config.warmup_steps = 30, 16, 0
+    config.log_every_steps, config.checkpoint_every_steps = 1, 30
+    config.data.read_threads = 0
+    trainer.train_and_evaluate(config, tmp_path / "run")
+    loss = losses(tmp_path / "run")
+    first, last = (
+        np.mean([loss[s] for s in (1, 2, 3, 4, 5)]),
+        np.mean([loss[s] for s in (26, 27, 28, 29, 30)]),
+    )
+    assert last < 0.7 * first, (first, last)

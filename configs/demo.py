@@ -1,0 +1,53 @@
+"""The offline demo model: a tiny pixel-space editor trained on `synthetic_edit/16px` on a CPU.
+
+    make demo                       # builds the data, trains, evaluates, exports (see README)
+    python -m rewardedit_jax.demo --out demo_out --seeds 0 1
+
+A ~1.6M-parameter U-Net with attention only at 8x8 (REFERENCE.md section 8: attention at full
+resolution costs 3x on a CPU), in pixel space (an identity "VAE"), conditioned by a small frozen random
+CLIP text encoder over the dataset's words. Stage 1 has no reward; stage 2 (``reward.enabled``) starts
+from it. Batch 64, lr 1e-3 with warmup.
+"""
+
+from configs import default
+
+
+def get_config():
+    c = default.get_config()
+    c.seed = 0
+    c.total_steps = 1500
+    c.batch_size = 64
+    c.learning_rate = 1e-3
+    c.warmup_steps = 100
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 1
+    c.compute_dtype = "float32"
+    c.ema.max_decay = 0.999
+    c.data.name = "synthetic_edit/16px"
+    c.data.resolution = 16
+    c.data.read_threads = 2
+    c.model.in_channels = 6  # noisy image (3) + source image (3)
+    c.model.unet = dict(
+        block_out_channels=[64, 128],
+        layers_per_block=1,
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+        cross_attention_dim=64,
+        attention_head_dim=4,
+        norm_num_groups=32,
+        out_channels=3,
+    )
+    c.model.vae = {"_class_name": "IdentityAutoencoder", "in_channels": 3}
+    c.model.text_encoder = dict(
+        vocab_size=1024,  # set from the tokenizer at run time
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        eos_token_id=1023,
+    )
+    c.model.tokenizer = ""  # written by the demo from the dataset's words
+    return c

@@ -1,0 +1,343 @@
+"""``python -m rewardedit_jax.demo``: the offline end-to-end demonstration of the paper's effect.
+
+On a laptop, without weights, downloads or API keys: builds `synthetic_edit` with ``tfds build``, trains
+a stage-1 model (no reward) on the imperfect training edits, then from it (a) the stage-2 reward model and
+(b), for an equal-compute baseline, the no-reward model for the same number of steps; evaluates both on
+the synthetic test split with the ground-truth oracle judge (the reward model at 5,5,5 and, to show that
+the condition steers, at 1,1,1 with failure texts); exports the reward model to diffusers and runs one
+edit through the PyTorch export; writes ``OUT/results.json``, ``OUT/report.html`` and ``OUT/grid.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PERSPECTIVES = ("following", "preserving", "quality")
+LOW_FEEDBACK = "The color is wrong.; Unrequested regions changed.; The image is noisy and blurry."
+
+
+def _log(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def build_dataset(data_dir: Path, config_name: str) -> None:
+    if (data_dir / "synthetic_edit" / config_name).is_dir():
+        _log(f"synthetic_edit/{config_name} already built in {data_dir}")
+        return
+    _log(f"building synthetic_edit/{config_name} with tfds build")
+    tfds = Path(sys.executable).with_name("tfds")
+    cmd = [
+        str(tfds) if tfds.exists() else "tfds",
+        "build",
+        str(REPO / "tfds_builders" / "synthetic_edit"),
+        "--config",
+        config_name,
+        "--data_dir",
+        str(data_dir),
+        "--file_format",
+        "array_record",
+    ]
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def dataset_words(data_dir: Path, name: str) -> list[str]:
+    from rewardedit_jax.data.pipeline import load_data_source
+
+    words = set()
+    for split in ("train", "test"):
+        source, _ = load_data_source(name, split, str(data_dir))
+        for i in range(min(len(source), 4000)):
+            ex = source[i]
+            texts = [ex["instruction"], *ex.get("reward_texts", [])]
+            for t in texts:
+                t = t.decode() if isinstance(t, bytes) else str(t)
+                words.update(w.strip(".,;:!?").lower() for w in t.split())
+    words.update(w.strip(".,;:").lower() for w in LOW_FEEDBACK.split())
+    words.add("none")
+    return sorted(w for w in words if w)
+
+
+def _config(args, tokenizer_dir: Path, data_dir: Path, *, reward: bool, steps: int, seed: int, init_from=""):
+    sys.path.insert(0, str(REPO))
+    from configs import demo as demo_config
+    from rewardedit_jax.tokenizer import load_tokenizer
+
+    c = demo_config.get_config()
+    tok = load_tokenizer(tokenizer_dir)
+    te = dict(
+        c.model.text_encoder.to_dict(),
+        vocab_size=tok.vocab_size,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    c.model.text_encoder = te
+    c.model.tokenizer = str(tokenizer_dir)
+    c.data.data_dir = str(data_dir)
+    c.data.name = f"synthetic_edit/{args.data_config}"
+    c.data.resolution = args.resolution
+    c.seed = seed
+    c.total_steps = steps
+    c.reward.enabled = reward
+    c.init_from = str(init_from) if init_from else ""
+    c.log_every_steps = max(1, min(c.log_every_steps, steps // 5 or 1))
+    c.checkpoint_every_steps = steps
+    return c
+
+
+def train(config, workdir: Path) -> None:
+    from rewardedit_jax.training.trainer import train_and_evaluate
+
+    if (workdir / "checkpoints" / str(config.total_steps)).is_dir():
+        _log(f"{workdir.name}: already trained")
+        return
+    _log(f"training {workdir.name}: {config.total_steps} steps, reward={config.reward.enabled}")
+    train_and_evaluate(config, workdir)
+
+
+def evaluate(model: Path, out: Path, data_dir: Path, args, **kwargs) -> dict:
+    from rewardedit_jax.evaluate import evaluate as run_eval
+
+    _log(f"evaluating {model.name} -> {out.name}")
+    return run_eval(
+        model,
+        f"synthetic_edit/{args.data_config}",
+        data_dir,
+        out,
+        judge="oracle",
+        steps=args.sample_steps,
+        scheduler="ddim",
+        seed=0,
+        limit=args.limit,
+        batch_size=64,
+        progress=False,
+        log=None,
+        **kwargs,
+    )
+
+
+def pytorch_edit(export_dir: Path, data_dir: Path, args, out_png: Path) -> None:
+    import torch
+    from PIL import Image
+
+    from rewardedit_jax.data.pipeline import load_data_source
+    from rewardedit_jax.torch_compat import RewardEditPipeline
+
+    source, _ = load_data_source(f"synthetic_edit/{args.data_config}", "test", str(data_dir))
+    ex = source[0]
+    image = ex["source_image"]
+    image = (
+        Image.fromarray(np.asarray(image))
+        if not isinstance(image, bytes)
+        else Image.open(__import__("io").BytesIO(image))
+    )
+    instruction = (
+        ex["instruction"].decode() if isinstance(ex["instruction"], bytes) else str(ex["instruction"])
+    )
+    pipe = RewardEditPipeline.from_pretrained(str(export_dir))
+    pipe.set_progress_bar_config(disable=True)
+    edited = pipe(
+        instruction, image, num_inference_steps=args.sample_steps, generator=torch.Generator().manual_seed(0)
+    ).images[0]
+    edited.save(out_png)
+    _log(f"PyTorch export edited {instruction!r} -> {out_png}")
+
+
+def summarize(per_seed: dict) -> dict:
+    """Mean and spread (max - min) over seeds of each model's overall scores."""
+    models = sorted({m for results in per_seed.values() for m in results})
+    summary = {}
+    for m in models:
+        rows = [per_seed[s][m]["overall"] for s in per_seed if m in per_seed[s]]
+        summary[m] = {}
+        for key in [f"{p}_{k}" for p in PERSPECTIVES for k in ("score", "yes")] + ["l1", "l2"]:
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            if vals:
+                summary[m][key] = {"mean": float(np.mean(vals)), "spread": float(np.max(vals) - np.min(vals))}
+    return summary
+
+
+def table(summary: dict) -> str:
+    lines = [
+        f"{'model':<22}" + "".join(f"{p + ' score':>20}" for p in PERSPECTIVES) + f"{'L1 to target':>16}"
+    ]
+    for m, vals in summary.items():
+        cells = []
+        for key in [f"{p}_score" for p in PERSPECTIVES] + ["l1"]:
+            v = vals.get(key)
+            cells.append(f"{v['mean']:.3f} ±{v['spread'] / 2:.3f}" if v else "n/a")
+        lines.append(f"{m:<22}" + "".join(f"{c:>20}" for c in cells[:3]) + f"{cells[3]:>16}")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, summary: dict, per_seed: dict, grid_rel: str | None) -> None:
+    rows = "".join(
+        f"<tr><td>{m}</td>"
+        + "".join(
+            f"<td>{v[k]['mean']:.3f} (spread {v[k]['spread']:.3f})</td>" if k in v else "<td>n/a</td>"
+            for k in [f"{p}_score" for p in PERSPECTIVES] + [f"{p}_yes" for p in PERSPECTIVES]
+        )
+        + "</tr>"
+        for m, v in summary.items()
+    )
+    head = "".join(f"<th>{p} score</th>" for p in PERSPECTIVES) + "".join(
+        f"<th>{p} yes</th>" for p in PERSPECTIVES
+    )
+    links = "".join(
+        f"<li>seed {s}: "
+        + ", ".join(f'<a href="seed{s}/eval_{m}/report.html">{m}</a>' for m in per_seed[s])
+        + "</li>"
+        for s in per_seed
+    )
+    grid = (
+        f'<h2>Examples</h2><img src="{grid_rel}" style="image-rendering:pixelated;width:100%">'
+        if grid_rel
+        else ""
+    )
+    html = (
+        "<!doctype html><meta charset='utf-8'><title>rewardedit-jax demo</title>"
+        "<h1>Multi-reward conditioning, offline demo</h1>"
+        f"<table border=1 cellpadding=4><tr><th>model</th>{head}</tr>{rows}</table>"
+        f"<p>Mean over seeds (spread = max - min). Oracle judge on the synthetic test split.</p>{grid}"
+        f"<h2>Per-seed reports</h2><ul>{links}</ul>"
+    )
+    tmp = out / ".report.html.tmp"
+    tmp.write_text(html)
+    os.replace(tmp, out / "report.html")
+
+
+def make_grid(out: Path, seed_dir: Path, n: int = 8) -> str | None:
+    """Columns: source | baseline | reward (5,5,5) | reward (1,1,1) | ground truth."""
+    from PIL import Image
+
+    dirs = [seed_dir / "eval_baseline", seed_dir / "eval_reward_555", seed_dir / "eval_reward_111"]
+    sources = sorted((dirs[0] / "inputs").glob("*.png"))[:n] if (dirs[0] / "inputs").is_dir() else []
+    if not sources:
+        return None
+    rows = []
+    for src in sources:
+        name = src.name
+        cells = [src] + [d / "images" / name for d in dirs] + [dirs[0] / "targets" / name]
+        if not all(c.is_file() for c in cells):
+            continue
+        ims = [np.asarray(Image.open(c).convert("RGB")) for c in cells]
+        rows.append(np.concatenate(ims, axis=1))
+    if not rows:
+        return None
+    grid = np.concatenate(rows, axis=0)
+    scale = max(1, 256 // grid.shape[1] * 2)
+    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(
+        out / "grid.png"
+    )
+    return "grid.png"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rewardedit_jax.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="demo_out")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--data-config", default="16px", help="synthetic_edit builder config")
+    parser.add_argument("--resolution", type=int, default=16)
+    parser.add_argument("--stage1-steps", type=int, default=1500)
+    parser.add_argument("--stage2-steps", type=int, default=1500)
+    parser.add_argument("--sample-steps", type=int, default=25)
+    parser.add_argument("--limit", type=int, default=256, help="test edits to evaluate")
+    parser.add_argument("--quick", action="store_true", help="a few steps on synthetic_edit/tiny (CI smoke)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.data_config, args.resolution = "tiny", 32
+        args.stage1_steps, args.stage2_steps, args.sample_steps, args.limit = 4, 4, 2, 8
+    logging.basicConfig(level=logging.WARNING)
+    t0 = time.perf_counter()
+    out = Path(args.out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / "tfds"
+    build_dataset(data_dir, args.data_config)
+    tokenizer_dir = out / "tokenizer"
+    if not (tokenizer_dir / "vocab.json").is_file():
+        from rewardedit_jax.tokenizer import write_word_tokenizer
+
+        write_word_tokenizer(tokenizer_dir, dataset_words(data_dir, f"synthetic_edit/{args.data_config}"))
+
+    per_seed = {}
+    for seed in args.seeds:
+        sd = out / f"seed{seed}"
+        runs = sd / "runs"
+        stage1 = runs / "stage1"
+        train(
+            _config(args, tokenizer_dir, data_dir, reward=False, steps=args.stage1_steps, seed=seed), stage1
+        )
+        total = args.stage1_steps + args.stage2_steps
+        reward_run, baseline_run = runs / "reward", runs / "baseline"
+        train(
+            _config(
+                args,
+                tokenizer_dir,
+                data_dir,
+                reward=True,
+                steps=args.stage2_steps,
+                seed=seed,
+                init_from=stage1,
+            ),
+            reward_run,
+        )
+        train(
+            _config(
+                args,
+                tokenizer_dir,
+                data_dir,
+                reward=False,
+                steps=args.stage2_steps,
+                seed=seed,
+                init_from=stage1,
+            ),
+            baseline_run,
+        )
+        results = {
+            "baseline": evaluate(baseline_run, sd / "eval_baseline", data_dir, args),
+            "reward_555": evaluate(reward_run, sd / "eval_reward_555", data_dir, args, reward="5,5,5"),
+            "reward_111": evaluate(
+                reward_run, sd / "eval_reward_111", data_dir, args, reward="1,1,1", feedback=LOW_FEEDBACK
+            ),
+        }
+        per_seed[seed] = {m: {"overall": r["overall"]} for m, r in results.items()}
+        _log(f"seed {seed}: {total} steps per model")
+
+    last = out / f"seed{args.seeds[-1]}"
+    from rewardedit_jax.convert.cli import main as convert_main
+
+    export_dir = out / "export_reward"
+    if not export_dir.exists():
+        if convert_main(["export", str(last / "runs" / "reward"), str(export_dir)]) != 0:
+            raise SystemExit("export failed")
+    pytorch_edit(export_dir, data_dir, args, out / "pytorch_edit.png")
+
+    summary = summarize(per_seed)
+    grid_rel = make_grid(out, last)
+    results = {
+        "summary": summary,
+        "per_seed": {str(k): v for k, v in per_seed.items()},
+        "settings": vars(args),
+        "elapsed_s": time.perf_counter() - t0,
+    }
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out / "results.json")
+    write_report(out, summary, per_seed, grid_rel)
+    print(table(summary))
+    print(f"\nwrote {out / 'report.html'}, {out / 'results.json'} in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
