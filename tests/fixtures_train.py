@@ -64,8 +64,14 @@ def wait_for_step(workdir: Path, step: int, proc, timeout: float = 600) -> None:
     raise AssertionError(f"step {step} not reached in {timeout}s")
 
 
+# One persistent XLA compilation cache for every training subprocess of a test session: runs that compile
+# the same step (same config and device count) reuse it instead of compiling again.
+_COMPILATION_CACHE = Path(os.environ.get("REWARDEDIT_TEST_XLA_CACHE", "/tmp/rewardedit-test-xla-cache"))
+
+
 def cpu_env(devices: int = 1) -> dict:
     env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(_COMPILATION_CACHE))
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
