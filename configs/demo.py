@@ -3,7 +3,7 @@
     make demo                       # builds the data, trains, evaluates, exports (see README)
     python -m rewardedit_jax.demo --out demo_out --seeds 0 1
 
-A ~1.6M-parameter U-Net with attention only at 8x8 (REFERENCE.md section 8: attention at full
+A ~1.0M-parameter U-Net with attention only at 8x8 (REFERENCE.md section 8: attention at full
 resolution costs 3x on a CPU), in pixel space (an identity "VAE"), conditioned by a small frozen random
 CLIP text encoder over the dataset's words. Stage 1 has no reward; stage 2 (``reward.enabled``) starts
 from it. Batch 64, lr 1e-3 with warmup.
@@ -29,7 +29,7 @@ def get_config():
     c.data.read_threads = 2
     c.model.in_channels = 6  # noisy image (3) + source image (3)
     c.model.unet = dict(
-        block_out_channels=[64, 128],
+        block_out_channels=[32, 64],
         layers_per_block=1,
         down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
         up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
