@@ -35,6 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.text_encoder = ml_collections.ConfigDict()
     c.model.tokenizer = ""  # tokenizer folder for random init ('' = the synthetic word tokenizer)
     c.model.prediction_type = ""  # '' = the scheduler's (epsilon for SD 1.5); or epsilon / v_prediction
+    # Overrides of the noise scheduler's config (diffusers DDPMScheduler keys, e.g. beta_schedule,
+    # timestep_spacing), applied to the init_from scheduler or to SD 1.5's for random init, and saved with
+    # the model so sampling and exports use them.
+    c.model.scheduler = ml_collections.ConfigDict()
     c.compute_dtype = "bfloat16"  # activations; parameters and optimizer state stay float32
     c.remat = "none"  # rematerialization of U-Net blocks: none | blocks
     c.attention = "xla"  # attention implementation: xla | cudnn | auto
@@ -46,7 +50,6 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- diffusion training ------------------------------------------------------------------------------
     c.cfg_dropout_prob = 0.05  # p: text dropped for u < 2p, source image dropped for p <= u < 3p
-    c.train_text_encoder = False  # frozen, like the official recipe (only the U-Net trains)
 
     # --- optimizer (AdamW, official values) --------------------------------------------------------------
     c.learning_rate = 5e-5
@@ -71,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.worker_count = 0  # grain worker processes per host (0 = threads in the main process)
     c.data.read_threads = 8
     c.data.fast_jpeg = True  # reduced-scale JPEG decode (1% pixel difference, 2.8x faster)
+    c.data.flip = True  # random horizontal flips (official); off for data whose text says left/right
 
     # --- parallelism -------------------------------------------------------------------------------------
     # Mesh sizes; -1 = all remaining devices. The batch is split over (data, fsdp); parameters and

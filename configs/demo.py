@@ -27,7 +27,15 @@ def get_config():
     c.data.name = "synthetic_edit/16px"
     c.data.resolution = 16
     c.data.read_threads = 2
+    c.data.flip = False  # instructions say left/right
     c.model.in_channels = 6  # noisy image (3) + source image (3)
+    # Pixel space at 16x16 needs a schedule that reaches pure noise: with SD's scaled_linear betas
+    # (terminal SNR 0.005) a 16-pixel image keeps its colours at t=999, the model learns to read them from
+    # x_t, and sampling from pure noise then invents them. Cosine betas (terminal SNR ~1e-9, designed for
+    # small pixel images), trailing timesteps (sampling starts at t=999) and v-prediction (well-posed at
+    # zero SNR) make the model take the colours from the source image.
+    c.model.prediction_type = "v_prediction"
+    c.model.scheduler = dict(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing")
     c.model.unet = dict(
         block_out_channels=[32, 64],
         layers_per_block=1,

@@ -117,7 +117,10 @@ def evaluate(model: Path, out: Path, data_dir: Path, args, **kwargs) -> dict:
         judge="oracle",
         steps=args.sample_steps,
         scheduler="ddim",
+        text_guidance=args.text_guidance,
+        image_guidance=args.image_guidance,
         seed=0,
+        seed_per_edit=True,  # independent noise per edit: 256 samples, not one noise draw 256 times
         limit=args.limit,
         batch_size=64,
         progress=False,
@@ -248,9 +251,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--data-config", default="16px", help="synthetic_edit builder config")
     parser.add_argument("--resolution", type=int, default=16)
-    parser.add_argument("--stage1-steps", type=int, default=1500)
-    parser.add_argument("--stage2-steps", type=int, default=1500)
-    parser.add_argument("--sample-steps", type=int, default=25)
+    parser.add_argument("--stage1-steps", type=int, default=600)
+    parser.add_argument("--stage2-steps", type=int, default=700, help="for each of reward and baseline")
+    parser.add_argument("--sample-steps", type=int, default=25, help="DDIM steps")
+    parser.add_argument("--text-guidance", type=float, default=1.0, help="1 = no classifier-free guidance")
+    parser.add_argument("--image-guidance", type=float, default=1.0)
     parser.add_argument("--limit", type=int, default=256, help="test edits to evaluate")
     parser.add_argument("--quick", action="store_true", help="a few steps on synthetic_edit/tiny (CI smoke)")
     args = parser.parse_args(argv)
@@ -269,8 +274,9 @@ def main(argv=None) -> int:
 
         write_word_tokenizer(tokenizer_dir, dataset_words(data_dir, f"synthetic_edit/{args.data_config}"))
 
-    per_seed = {}
+    per_seed, seed_seconds = {}, {}
     for seed in args.seeds:
+        seed_start = time.perf_counter()
         sd = out / f"seed{seed}"
         runs = sd / "runs"
         stage1 = runs / "stage1"
@@ -311,7 +317,8 @@ def main(argv=None) -> int:
             ),
         }
         per_seed[seed] = {m: {"overall": r["overall"]} for m, r in results.items()}
-        _log(f"seed {seed}: {total} steps per model")
+        seed_seconds[seed] = time.perf_counter() - seed_start
+        _log(f"seed {seed}: {total} steps per model, {seed_seconds[seed]:.0f} s")
 
     last = out / f"seed{args.seeds[-1]}"
     from rewardedit_jax.convert.cli import main as convert_main
@@ -329,6 +336,7 @@ def main(argv=None) -> int:
         "per_seed": {str(k): v for k, v in per_seed.items()},
         "settings": vars(args),
         "elapsed_s": time.perf_counter() - t0,
+        "seed_elapsed_s": {str(k): v for k, v in seed_seconds.items()},
     }
     tmp = out / ".results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))

@@ -48,6 +48,27 @@ def parse_scores(text: str, flag: str = "--reward") -> tuple[float, float, float
     return scores
 
 
+def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str) -> None:
+    """The sampling flags that ``edit`` and ``evaluate`` share (reward, guidance, steps, scheduler, dtype)."""
+    p.add_argument(
+        "--reward", help="reward scores 'following,preserving,quality' (reward models; default 5,5,5)"
+    )
+    p.add_argument("--feedback", help='feedback text (reward models; default "None; None; None")')
+    p.add_argument("--steps", type=int, default=30, help="sampling steps (default 30)")
+    p.add_argument("--text-guidance", type=float, default=7.5, help="text guidance scale (default 7.5)")
+    p.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale (default 1.5)")
+    p.add_argument("--seed", type=int, default=42, help=seed_help)
+    p.add_argument(
+        "--scheduler", choices=SCHEDULER_CHOICES, default="euler_ancestral", help="default euler_ancestral"
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="auto",
+        help="model dtype (auto: bfloat16 on GPU/TPU, else float32)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m rewardedit_jax.edit",
@@ -59,24 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", required=True, help="input image file")
     p.add_argument("--instruction", required=True, help="the edit instruction")
     p.add_argument("--out", required=True, help="output image file (PNG)")
-    p.add_argument(
-        "--reward", help="reward scores 'following,preserving,quality' (reward models; default 5,5,5)"
-    )
-    p.add_argument("--feedback", help='feedback text (reward models; default "None; None; None")')
-    p.add_argument("--steps", type=int, default=30, help="sampling steps (default 30)")
-    p.add_argument("--text-guidance", type=float, default=7.5, help="text guidance scale (default 7.5)")
-    p.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale (default 1.5)")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    add_sampling_arguments(p, seed_help="random seed (default 42)")
     p.add_argument("--resolution", type=int, default=512, help="long side of the fitted input (default 512)")
-    p.add_argument(
-        "--scheduler", choices=SCHEDULER_CHOICES, default="euler_ancestral", help="default euler_ancestral"
-    )
-    p.add_argument(
-        "--dtype",
-        choices=DTYPE_CHOICES,
-        default="auto",
-        help="model dtype (auto: bfloat16 on GPU/TPU, else float32)",
-    )
     p.add_argument(
         "--reward-guidance",
         type=float,

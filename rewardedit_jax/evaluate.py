@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from rewardedit_jax import report
+from rewardedit_jax.edit import DTYPE_CHOICES, SCHEDULER_CHOICES, add_sampling_arguments
 
 BENCHMARKS = ("real_edit", "synthetic_edit")
 JUDGES = ("gpt", "oracle", "none")
@@ -55,8 +56,6 @@ DEFAULT_JUDGE = {"real_edit": "gpt", "synthetic_edit": "oracle"}
 DEFAULT_SYNTHETIC_CONFIG = "32px"  # the synthetic_edit builder's default config
 SPLIT = "test"
 PERSPECTIVES = ("following", "preserving", "quality")
-SCHEDULER_CHOICES = ("euler_ancestral", "euler", "ddim")
-DTYPE_CHOICES = ("auto", "float32", "bfloat16")
 DEFAULT_BATCH_SIZE = 8
 MAX_GRID_EDITS = 100  # edits shown per grid (the first ones of the type)
 GRID_CELL = 128
@@ -73,6 +72,7 @@ GENERATION_KEYS = (
     "text_guidance",
     "image_guidance",
     "seed",
+    "seed_per_edit",
     "resolution",
     "scheduler",
     "dtype",
@@ -249,6 +249,10 @@ class GenerationSettings:
     dtype: str
     reward: tuple[float, float, float] | None  # None: the model's default (5,5,5 for reward models)
     feedback: str | None
+    seed_per_edit: bool = False  # edit i is seeded with seed + i (its index in the split)
+
+    def seed_of(self, edit: BenchmarkEdit) -> int:
+        return (self.seed + edit.index) % 2**32 if self.seed_per_edit else self.seed
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -279,6 +283,7 @@ def _check_generation_settings(out: Path, settings: GenerationSettings) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         raise EvaluationError(f"{path}: unreadable; remove it or use another --out") from None
     current = settings.as_dict()
+    saved = {"seed_per_edit": False, **saved}  # folders written before the option existed
     changed = [k for k in GENERATION_KEYS if saved.get(k) != current[k]]
     if changed:
         what = "; ".join(f"{k} {saved.get(k)!r} -> {current[k]!r}" for k in changed)
@@ -413,7 +418,7 @@ class _Run:
                         num_steps=s.steps,
                         text_guidance=s.text_guidance,
                         image_guidance=s.image_guidance,
-                        seed=s.seed,
+                        seed=np.asarray([s.seed_of(e) for e in padded], np.int64),
                         **kwargs,
                     )
                     for edit, image in zip(chunk, result.images):
@@ -730,6 +735,7 @@ def evaluate(
     text_guidance: float = 7.5,
     image_guidance: float = 1.5,
     seed: int = 42,
+    seed_per_edit: bool = False,
     resolution: int | None = None,
     scheduler: str = "euler_ancestral",
     dtype: str = "auto",
@@ -750,8 +756,9 @@ def evaluate(
     :class:`rewardedit_jax.judge.JudgeConfig` (default cache ``OUT/judge-cache.sqlite``). ``resolution``:
     long side of the fitted input (default 512 for real_edit, the native size for synthetic_edit).
     ``reward`` / ``feedback``: a reward model's condition (default 5,5,5 and "None; None; None"; an error for
-    a stock model). ``limit``: only the first N edits of the split. ``compiler_options`` go to XLA (the
-    tests use fast compilation). Errors a user can fix raise :class:`EvaluationError` (one line).
+    a stock model). ``seed_per_edit``: seed edit i with ``seed + i`` (independent noise per edit) instead
+    of ``seed`` for every edit. ``limit``: only the first N edits of the split. ``compiler_options`` go
+    to XLA (the tests use fast compilation). Errors a user can fix raise :class:`EvaluationError` (one line).
     """
     log = log or (lambda message: None)
     start = time.perf_counter()
@@ -813,6 +820,7 @@ def evaluate(
         dtype=dtype,
         reward=reward_scores,
         feedback=feedback,
+        seed_per_edit=bool(seed_per_edit),
     )
     _check_generation_settings(out, settings)
     out.mkdir(parents=True, exist_ok=True)
@@ -946,22 +954,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", required=True, help="TFDS data_dir the benchmark is built in")
     p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
     p.add_argument("--judge", choices=JUDGES, help="default: gpt for real_edit, oracle for synthetic_edit")
+    add_sampling_arguments(p, seed_help="seed of every edit (default 42)")
     p.add_argument(
-        "--reward", help="reward scores 'following,preserving,quality' (reward models; default 5,5,5)"
+        "--seed-per-edit",
+        action="store_true",
+        help="seed edit i with seed + i (its index in the split) instead of one seed for all: independent "
+        "noise per edit, for statistics over a benchmark",
     )
-    p.add_argument("--feedback", help='feedback text (reward models; default "None; None; None")')
-    p.add_argument("--steps", type=int, default=30, help="sampling steps (default 30)")
-    p.add_argument("--text-guidance", type=float, default=7.5, help="text guidance scale (default 7.5)")
-    p.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale (default 1.5)")
-    p.add_argument("--seed", type=int, default=42, help="seed of every edit (default 42)")
     p.add_argument(
         "--resolution",
         type=int,
         help="long side of the fitted input (default: 512 real_edit, native synthetic)",
-    )
-    p.add_argument("--scheduler", choices=SCHEDULER_CHOICES, default="euler_ancestral")
-    p.add_argument(
-        "--dtype", choices=DTYPE_CHOICES, default="auto", help="auto: bfloat16 on GPU/TPU, else float32"
     )
     p.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="edits per sampler call (default 8)"
@@ -998,6 +1001,7 @@ def run_cli(args) -> dict:
         text_guidance=args.text_guidance,
         image_guidance=args.image_guidance,
         seed=args.seed,
+        seed_per_edit=args.seed_per_edit,
         resolution=args.resolution,
         scheduler=args.scheduler,
         dtype=args.dtype,

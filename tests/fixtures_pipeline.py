@@ -8,6 +8,15 @@ from pathlib import Path
 from fixtures_sd import save_tiny_sd_components
 from fixtures_unet import IP2P_LIKE, REWARD_LIKE, make_torch_unet
 
+# A two-level 8-channel U-Net whose cross-attention width is the tiny text encoder's (32): fast to compile.
+TWO_LEVEL_UNET = dict(
+    IP2P_LIKE,
+    cross_attention_dim=32,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+)
 SCHEDULER = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -17,8 +26,14 @@ SCHEDULER = {
 }
 
 
-def save_tiny_ip2p_pipeline(dst: Path, *, reward: bool = False, seed: int = 0) -> Path:
-    """Write a whole diffusers pipeline folder (unet, vae, text_encoder, tokenizer, scheduler)."""
+def save_tiny_ip2p_pipeline(
+    dst: Path, *, reward: bool = False, seed: int = 0, unet: dict | None = None, unet_seed: int | None = None
+) -> Path:
+    """Write a whole diffusers pipeline folder (unet, vae, text_encoder, tokenizer, scheduler).
+
+    ``unet``: the U-Net config (default: ``REWARD_LIKE`` or ``IP2P_LIKE`` with cross-attention width 32;
+    reward U-Nets get GroupNorm(32) as in SD); ``unet_seed``: its weights' seed (default ``seed``).
+    """
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
     from transformers import CLIPTokenizer
 
@@ -28,12 +43,15 @@ def save_tiny_ip2p_pipeline(dst: Path, *, reward: bool = False, seed: int = 0) -
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
 
-    config = dict(REWARD_LIKE if reward else IP2P_LIKE, cross_attention_dim=32)
+    if unet is None:
+        config = dict(REWARD_LIKE if reward else IP2P_LIKE, cross_attention_dim=32)
+    else:
+        config = dict(unet, norm_num_groups=32) if reward else dict(unet)
     pipe = StableDiffusionInstructPix2PixPipeline(
         vae=AutoencoderKL.from_pretrained(str(parts / "vae")),
         text_encoder=CLIPTextModel.from_pretrained(str(parts / "text_encoder")),
         tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")),
-        unet=make_torch_unet(config, reward=reward, seed=seed),
+        unet=make_torch_unet(config, reward=reward, seed=seed if unet_seed is None else unet_seed),
         scheduler=EulerAncestralDiscreteScheduler(**SCHEDULER),
         safety_checker=None,
         feature_extractor=None,

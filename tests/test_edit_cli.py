@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_sd import save_tiny_sd_components
-from fixtures_unet import IP2P_LIKE, make_torch_unet
+from fixtures_pipeline import TWO_LEVEL_UNET, save_tiny_ip2p_pipeline
 from PIL import Image
 
 from rewardedit_jax import edit
@@ -16,49 +15,13 @@ from rewardedit_jax import edit
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
 REPO = Path(__file__).resolve().parents[1]
-# A two-level 8-channel U-Net whose cross-attention width is the tiny text encoder's (32).
-TINY_UNET = dict(
-    IP2P_LIKE,
-    cross_attention_dim=32,
-    block_out_channels=(32, 64),
-    layers_per_block=1,
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-)
-SCHEDULER_CONFIG = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "steps_offset": 1,
-}
 
 
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory):
     """A diffusers ``StableDiffusionInstructPix2PixPipeline`` folder written by ``save_pretrained``."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerAncestralDiscreteScheduler,
-        StableDiffusionInstructPix2PixPipeline,
-    )
-    from transformers import CLIPTextModel, CLIPTokenizer
-
     root = tmp_path_factory.mktemp("edit_cli")
-    parts = root / "parts"
-    save_tiny_sd_components(parts)
-    pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=AutoencoderKL.from_pretrained(str(parts / "vae")),
-        text_encoder=CLIPTextModel.from_pretrained(str(parts / "text_encoder")),
-        tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")),
-        unet=make_torch_unet(TINY_UNET, seed=3),
-        scheduler=EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(str(root / "pipeline"))
-    return root / "pipeline"
+    return save_tiny_ip2p_pipeline(root / "pipeline", unet=TWO_LEVEL_UNET, unet_seed=3)
 
 
 @pytest.fixture

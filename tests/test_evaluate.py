@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_sd import save_tiny_sd_components, save_tiny_tokenizer
-from fixtures_unet import IP2P_LIKE, make_torch_unet
+from fixtures_pipeline import TWO_LEVEL_UNET, save_tiny_ip2p_pipeline
+from fixtures_sd import save_tiny_tokenizer
 from PIL import Image
 
 from rewardedit_jax import evaluate as ev
@@ -32,22 +32,6 @@ CONTRACT_KEYS = {
     "quality_yes",
     "quality_score",
 }
-# A two-level 8-channel U-Net whose cross-attention width is the tiny text encoder's (32); VAE factor 2.
-TINY_UNET = dict(
-    IP2P_LIKE,
-    cross_attention_dim=32,
-    block_out_channels=(32, 64),
-    layers_per_block=1,
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-)
-SCHEDULER_CONFIG = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "steps_offset": 1,
-}
 LIMIT = 6
 QUICK = dict(steps=2, compiler_options=FAST_COMPILE, progress=False, log=None)
 ORACLE = dict(judge="oracle", batch_size=4, limit=LIMIT, **QUICK)  # the first 6 edits, batches of 4 + 2
@@ -55,33 +39,7 @@ ORACLE = dict(judge="oracle", batch_size=4, limit=LIMIT, **QUICK)  # the first 6
 
 def save_tiny_pipeline(root: Path, *, reward: bool = False) -> Path:
     """A diffusers ``StableDiffusionInstructPix2PixPipeline`` folder (tiny, random; stock or reward U-Net)."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerAncestralDiscreteScheduler,
-        StableDiffusionInstructPix2PixPipeline,
-    )
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    parts = root / "parts"
-    save_tiny_sd_components(parts)
-    # The reward modules need GroupNorm(32) at the first level, as in SD.
-    config = dict(TINY_UNET, norm_num_groups=32) if reward else TINY_UNET
-    pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=AutoencoderKL.from_pretrained(str(parts / "vae")),
-        text_encoder=CLIPTextModel.from_pretrained(str(parts / "text_encoder")),
-        tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")),
-        unet=make_torch_unet(config, reward=reward, seed=3),
-        scheduler=EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(str(root / "pipeline"))
-    if reward:  # the importable location of the reward U-Net class (as tests/fixtures_pipeline.py does)
-        index = json.loads((root / "pipeline" / "model_index.json").read_text())
-        index["unet"] = ["rewardedit_jax.torch_compat", "RewardUNet2DConditionModel"]
-        (root / "pipeline" / "model_index.json").write_text(json.dumps(index))
-    return root / "pipeline"
+    return save_tiny_ip2p_pipeline(root / "pipeline", reward=reward, unet=TWO_LEVEL_UNET, unet_seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -477,3 +435,50 @@ def test_reward_model_gets_the_given_condition_and_the_best_for_the_rest(
     }
     assert calls == [dict(calls[0], reward_scores=(4.0, 5.0, 3.0), feedback=None)]
     assert results["config"]["generation"]["reward"] == [4.0, 5.0, 3.0]
+
+
+def test_seed_per_edit_seeds_edit_i_with_seed_plus_i(model_dir, synthetic_data_dir, tmp_path, monkeypatch):
+    from rewardedit_jax.sampling import EditSampler
+
+    seeds = []
+    original = EditSampler.__call__
+
+    def recording(self, images, instructions, **kwargs):
+        seeds.append(np.asarray(kwargs["seed"]).tolist())
+        return original(self, images, instructions, **kwargs)
+
+    monkeypatch.setattr(EditSampler, "__call__", recording)
+    kwargs = dict(judge="none", batch_size=2, limit=3, **{**QUICK, "steps": 1})
+    per_edit = ev.evaluate(
+        model_dir,
+        "synthetic_edit",
+        synthetic_data_dir,
+        tmp_path / "per_edit",
+        seed=7,
+        seed_per_edit=True,
+        **kwargs,
+    )
+    assert seeds == [[7, 8], [9, 9]]  # the last batch is padded with its last edit
+    assert per_edit["config"]["generation"]["seed_per_edit"] is True
+    seeds.clear()
+    ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "one_seed", seed=9, **kwargs)
+    assert seeds == [[9, 9], [9, 9]]
+    # Edit 2 seeded 7 + 2 is the edit a run seeded 9 makes; edit 0 (seed 7) differs from it.
+    names = sorted(p.name for p in (tmp_path / "per_edit" / "images").glob("*.png"))
+    image = {
+        (run, i): np.asarray(Image.open(tmp_path / run / "images" / names[i]))
+        for run in ("per_edit", "one_seed")
+        for i in (0, 2)
+    }
+    np.testing.assert_array_equal(image["per_edit", 2], image["one_seed", 2])
+    assert not np.array_equal(image["per_edit", 0], image["one_seed", 0])
+    with pytest.raises(ev.EvaluationError, match="seed_per_edit False -> True"):
+        ev.evaluate(
+            model_dir,
+            "synthetic_edit",
+            synthetic_data_dir,
+            tmp_path / "one_seed",
+            seed=9,
+            seed_per_edit=True,
+            **kwargs,
+        )

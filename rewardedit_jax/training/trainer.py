@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from rewardedit_jax.convert import model_dir as model_dir_lib
+from rewardedit_jax.schedule import PREDICTION_TYPES, NoiseSchedule, ScheduleError
 from rewardedit_jax.training import sharding as shard_lib
 from rewardedit_jax.training import step as step_lib
 from rewardedit_jax.training import workdir as workdir_lib
@@ -75,6 +76,15 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> tuple[i
         raise ConfigError(
             f"config.compute_dtype must be one of {sorted(DTYPES)}, got {config.compute_dtype!r}"
         )
+    if config.model.prediction_type not in ("", *PREDICTION_TYPES):
+        raise ConfigError(
+            f"config.model.prediction_type must be '' or one of {', '.join(PREDICTION_TYPES)}, "
+            f"got {config.model.prediction_type!r}"
+        )
+    try:
+        NoiseSchedule.from_scheduler_config(dict(NoiseSchedule.sd15().config, **scheduler_overrides(config)))
+    except ScheduleError as e:
+        raise ConfigError(f"config.model.scheduler: {e}") from None
     if config.remat not in ("none", "blocks"):
         raise ConfigError(f"config.remat must be none or blocks, got {config.remat!r}")
     if not config.init_from and not config.model.unet:
@@ -84,8 +94,16 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> tuple[i
     return shape
 
 
+def scheduler_overrides(config) -> dict:
+    """``config.model.scheduler`` and ``config.model.prediction_type`` (if set) as scheduler config keys."""
+    overrides = dict(config.model.scheduler.to_dict())
+    if config.model.prediction_type:
+        overrides["prediction_type"] = config.model.prediction_type
+    return overrides
+
+
 def _check_keys(config, reference, prefix: str) -> None:
-    free = {"unet", "vae", "text_encoder"}  # free-form diffusers configs
+    free = {"unet", "vae", "text_encoder", "scheduler"}  # free-form diffusers configs
     for key in config.keys():
         if key not in reference:
             raise ConfigError(f"unknown config key {prefix}.{key}")
@@ -163,7 +181,6 @@ def _random_models(config, compute) -> TrainModels:
     from rewardedit_jax.models.clip_text import build_text_encoder
     from rewardedit_jax.models.unet import build_unet
     from rewardedit_jax.models.vae import build_vae
-    from rewardedit_jax.schedule import NoiseSchedule
     from rewardedit_jax.tokenizer import load_tokenizer
 
     if not config.model.tokenizer:
@@ -300,6 +317,7 @@ def _data_iterator(config, tokenizer, seed: int):
         read_threads=config.data.read_threads,
         worker_count=config.data.worker_count,
         fast_jpeg=config.data.fast_jpeg,
+        flip=config.data.flip,
     )
 
 
@@ -358,7 +376,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     import orbax.checkpoint as ocp
 
     from rewardedit_jax.models.attention import attention_implementation
-    from rewardedit_jax.schedule import NoiseSchedule
 
     workdir = Path(workdir).absolute()
     check_config(config, jax.device_count())
@@ -366,6 +383,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     mesh = shard_lib.make_mesh(dict(config.mesh))
     is_main = jax.process_index() == 0
     models = build_models(config, workdir)
+    # What the model learns (prediction type, noise schedule), so samplers and exports must know it.
+    models.scheduler_config = dict(models.scheduler_config, **scheduler_overrides(config))
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         if not model_dir_lib.is_model_dir(workdir / workdir_lib.MODEL):
@@ -376,10 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
         multihost_utils.sync_global_devices("rewardedit_jax.model_dir")
 
-    schedule_cfg = dict(models.scheduler_config)
-    if config.model.prediction_type:
-        schedule_cfg["prediction_type"] = config.model.prediction_type
-    schedule = NoiseSchedule.from_scheduler_config(schedule_cfg)
+    schedule = NoiseSchedule.from_scheduler_config(models.scheduler_config)
     reward = config.reward.enabled
     compute = DTYPES[config.compute_dtype]
     step_cfg = step_lib.StepConfig(
@@ -585,7 +601,6 @@ def compile_abstract(config: ml_collections.ConfigDict, *, mesh=None):
     from rewardedit_jax.models.reward import RewardConfig
     from rewardedit_jax.models.unet import UNetConfig, build_unet
     from rewardedit_jax.models.vae import build_vae
-    from rewardedit_jax.schedule import NoiseSchedule
 
     check_config(config, jax.device_count())
     mesh = mesh or shard_lib.make_mesh(dict(config.mesh))

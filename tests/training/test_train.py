@@ -255,6 +255,12 @@ def test_bad_configs_fail_before_compilation(tmp_path, tiny_tokenizer, synthetic
     config = tiny_config(tiny_tokenizer, synthetic_dir)
     config.init_from = str(tmp_path / "no_weights")
     _expect_config_error(config, "config.init_from: .*no_weights does not exist", tmp_path)
+    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config.model.scheduler = {"beta_schedule": "cosine"}
+    _expect_config_error(config, "config.model.scheduler: unsupported beta_schedule 'cosine'", tmp_path)
+    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config.model.prediction_type = "sample"
+    _expect_config_error(config, "config.model.prediction_type must be", tmp_path)
 
 
 def test_cli_reports_a_bad_config_in_one_line(tmp_path, tiny_tokenizer, synthetic_dir):
@@ -354,3 +360,11 @@ def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
         np.mean([loss[s] for s in (26, 27, 28, 29, 30)]),
     )
     assert last < 0.7 * first, (first, last)
+    # The noise schedule it trained with (cosine, v-prediction) is the one saved for sampling and export.
+    from rewardedit_jax.convert import load_pipeline
+
+    schedule = load_pipeline(tmp_path / "run").noise_schedule
+    assert schedule.prediction_type == "v_prediction"
+    assert schedule.config["beta_schedule"] == "squaredcos_cap_v2"
+    assert schedule.config["timestep_spacing"] == "trailing"
+    assert schedule.alphas_cumprod[-1] < 1e-6  # zero terminal SNR, unlike SD 1.5's 0.0047
