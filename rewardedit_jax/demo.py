@@ -17,12 +17,17 @@ import os
 import subprocess
 import sys
 import time
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 PERSPECTIVES = ("following", "preserving", "quality")
+# The best condition is what the training data pairs with scores of 5 (synthetic_edit's perfect text; the
+# official models were trained with RewardEdit20K's own texts and use "None; None; None"); the low one
+# names failures of every perspective.
+BEST_FEEDBACK = "; ".join(["There are no noticeable negative aspects."] * 3)
 LOW_FEEDBACK = "The color is wrong.; Unrequested regions changed.; The image is noisy and blurry."
 
 
@@ -147,10 +152,20 @@ def pytorch_edit(export_dir: Path, data_dir: Path, args, out_png: Path) -> None:
     instruction = (
         ex["instruction"].decode() if isinstance(ex["instruction"], bytes) else str(ex["instruction"])
     )
+    from diffusers import DDIMScheduler
+
     pipe = RewardEditPipeline.from_pretrained(str(export_dir))
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the sampler the evaluation used
     pipe.set_progress_bar_config(disable=True)
     edited = pipe(
-        instruction, image, num_inference_steps=args.sample_steps, generator=torch.Generator().manual_seed(0)
+        instruction,
+        image,
+        num_inference_steps=args.sample_steps,
+        guidance_scale=args.text_guidance,
+        image_guidance_scale=args.image_guidance,
+        reward_scores=(5.0, 5.0, 5.0),
+        feedback=BEST_FEEDBACK,
+        generator=torch.Generator().manual_seed(0),
     ).images[0]
     edited.save(out_png)
     _log(f"PyTorch export edited {instruction!r} -> {out_png}")
@@ -170,6 +185,51 @@ def summarize(per_seed: dict) -> dict:
     return summary
 
 
+COMPARISONS = (("reward_555", "baseline"), ("reward_555", "reward_111"))
+VERDICT = {True: "holds", False: "not shown"}
+
+
+def compare(per_seed: dict, summary: dict) -> dict:
+    """Per perspective, the margin of ``a`` over ``b`` (score difference) in each seed and on the mean.
+
+    ``holds`` when ``a`` beats ``b`` in every seed and the mean margin exceeds the seed spread (the larger
+    of the two models' max - min over seeds).
+    """
+    out = {}
+    for a, b in COMPARISONS:
+        rows = {}
+        for p in PERSPECTIVES:
+            key = f"{p}_score"
+            diffs = [
+                per_seed[s][a]["overall"][key] - per_seed[s][b]["overall"][key]
+                for s in per_seed
+                if a in per_seed[s] and b in per_seed[s]
+            ]
+            if not diffs or key not in summary.get(a, {}) or key not in summary.get(b, {}):
+                continue
+            spread = max(summary[a][key]["spread"], summary[b][key]["spread"])
+            margin = summary[a][key]["mean"] - summary[b][key]["mean"]
+            rows[p] = {
+                "margin": margin,
+                "per_seed": diffs,
+                "seed_spread": spread,
+                "holds": bool(min(diffs) > 0 and margin > spread),
+            }
+        out[f"{a}_vs_{b}"] = rows
+    return out
+
+
+def comparison_lines(comparison: dict) -> list[str]:
+    lines = []
+    for name, rows in comparison.items():
+        cells = [
+            f"{p} {r['margin']:+.3f} (spread {r['seed_spread']:.3f}: {VERDICT[r['holds']]})"
+            for p, r in rows.items()
+        ]
+        lines.append(f"{name.replace('_vs_', ' - ')}: " + "; ".join(cells))
+    return lines
+
+
 def table(summary: dict) -> str:
     lines = [
         f"{'model':<22}" + "".join(f"{p + ' score':>20}" for p in PERSPECTIVES) + f"{'L1 to target':>16}"
@@ -183,7 +243,9 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, summary: dict, per_seed: dict, grid_rel: str | None) -> None:
+def write_report(
+    out: Path, summary: dict, per_seed: dict, grid_rel: str | None, comparison: dict | None = None
+) -> None:
     rows = "".join(
         f"<tr><td>{m}</td>"
         + "".join(
@@ -211,8 +273,10 @@ def write_report(out: Path, summary: dict, per_seed: dict, grid_rel: str | None)
         "<!doctype html><meta charset='utf-8'><title>rewardedit-jax demo</title>"
         "<h1>Multi-reward conditioning, offline demo</h1>"
         f"<table border=1 cellpadding=4><tr><th>model</th>{head}</tr>{rows}</table>"
-        f"<p>Mean over seeds (spread = max - min). Oracle judge on the synthetic test split.</p>{grid}"
-        f"<h2>Per-seed reports</h2><ul>{links}</ul>"
+        f"<p>Mean over seeds (spread = max - min). Oracle judge on the synthetic test split.</p>"
+        + "".join(f"<p>{html_escape(line)}</p>" for line in comparison_lines(comparison or {}))
+        + grid
+        + f"<h2>Per-seed reports</h2><ul>{links}</ul>"
     )
     tmp = out / ".report.html.tmp"
     tmp.write_text(html)
@@ -251,8 +315,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--data-config", default="16px", help="synthetic_edit builder config")
     parser.add_argument("--resolution", type=int, default=16)
-    parser.add_argument("--stage1-steps", type=int, default=600)
-    parser.add_argument("--stage2-steps", type=int, default=700, help="for each of reward and baseline")
+    parser.add_argument("--stage1-steps", type=int, default=400)
+    parser.add_argument("--stage2-steps", type=int, default=800, help="for each of reward and baseline")
     parser.add_argument("--sample-steps", type=int, default=25, help="DDIM steps")
     parser.add_argument("--text-guidance", type=float, default=1.0, help="1 = no classifier-free guidance")
     parser.add_argument("--image-guidance", type=float, default=1.0)
@@ -311,7 +375,9 @@ def main(argv=None) -> int:
         )
         results = {
             "baseline": evaluate(baseline_run, sd / "eval_baseline", data_dir, args),
-            "reward_555": evaluate(reward_run, sd / "eval_reward_555", data_dir, args, reward="5,5,5"),
+            "reward_555": evaluate(
+                reward_run, sd / "eval_reward_555", data_dir, args, reward="5,5,5", feedback=BEST_FEEDBACK
+            ),
             "reward_111": evaluate(
                 reward_run, sd / "eval_reward_111", data_dir, args, reward="1,1,1", feedback=LOW_FEEDBACK
             ),
@@ -331,8 +397,10 @@ def main(argv=None) -> int:
 
     summary = summarize(per_seed)
     grid_rel = make_grid(out, last)
+    comparison = compare(per_seed, summary)
     results = {
         "summary": summary,
+        "comparison": comparison,
         "per_seed": {str(k): v for k, v in per_seed.items()},
         "settings": vars(args),
         "elapsed_s": time.perf_counter() - t0,
@@ -341,8 +409,14 @@ def main(argv=None) -> int:
     tmp = out / ".results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, out / "results.json")
-    write_report(out, summary, per_seed, grid_rel)
+    write_report(out, summary, per_seed, grid_rel, comparison)
     print(table(summary))
+    print(
+        "\n".join(
+            ["", "margins (mean over seeds; holds = better in every seed and by more than the spread):"]
+            + comparison_lines(comparison)
+        )
+    )
     print(f"\nwrote {out / 'report.html'}, {out / 'results.json'} in {time.perf_counter() - t0:.0f}s")
     return 0
 

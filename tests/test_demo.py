@@ -32,3 +32,42 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
         assert (out / name).is_file(), name
     assert "following score" in proc.stdout  # the comparison table is printed
     assert (out / "export_reward" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    # The export samples like the training: cosine betas, trailing timesteps, v-prediction.
+    scheduler = json.loads((out / "export_reward" / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "v_prediction"
+    assert scheduler["beta_schedule"] == "squaredcos_cap_v2"
+    assert scheduler["timestep_spacing"] == "trailing"
+
+
+def test_margins_hold_only_in_every_seed_and_beyond_the_seed_spread():
+    from rewardedit_jax import demo
+
+    def scores(following, preserving, quality):
+        return {
+            "overall": {
+                "following_score": following,
+                "preserving_score": preserving,
+                "quality_score": quality,
+            }
+        }
+
+    per_seed = {
+        0: {
+            "baseline": scores(1.0, 2.0, 2.0),
+            "reward_555": scores(1.1, 3.0, 2.5),
+            "reward_111": scores(0.5, 1, 1),
+        },
+        1: {
+            "baseline": scores(1.2, 2.2, 2.1),
+            "reward_555": scores(1.0, 3.1, 2.4),
+            "reward_111": scores(0.6, 1, 1),
+        },
+    }
+    comparison = demo.compare(per_seed, demo.summarize(per_seed))
+    vs_baseline = comparison["reward_555_vs_baseline"]
+    assert vs_baseline["preserving"]["margin"] == pytest.approx(0.95)
+    assert vs_baseline["preserving"]["seed_spread"] == pytest.approx(0.2)  # the baseline's 2.0 .. 2.2
+    assert vs_baseline["preserving"]["holds"] and vs_baseline["quality"]["holds"]
+    assert not vs_baseline["following"]["holds"]  # worse in seed 1
+    assert vs_baseline["following"]["per_seed"] == pytest.approx([0.1, -0.2])
+    assert all(r["holds"] for r in comparison["reward_555_vs_reward_111"].values())
