@@ -1,0 +1,126 @@
+"""The pure train step (``rewardedit_jax.training.step``) on a tiny pixel-space model, without a mesh."""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from rewardedit_jax.models.clip_text import build_text_encoder
+from rewardedit_jax.models.unet import build_unet
+from rewardedit_jax.models.vae import build_vae
+from rewardedit_jax.schedule import NoiseSchedule
+from rewardedit_jax.training import step as step_lib
+
+UNET = dict(
+    in_channels=6,
+    out_channels=3,
+    block_out_channels=[32],
+    layers_per_block=1,
+    down_block_types=["CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D"],
+    cross_attention_dim=16,
+    attention_head_dim=2,
+    norm_num_groups=8,
+)
+TEXT = dict(
+    vocab_size=50,
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    max_position_embeddings=8,
+    eos_token_id=49,
+)
+OPTIMIZER = types.SimpleNamespace(
+    learning_rate=1e-3,
+    lr_schedule="constant",
+    warmup_steps=0,
+    total_steps=10,
+    adam_b1=0.9,
+    adam_b2=0.999,
+    adam_eps=1e-8,
+    weight_decay=0.0,
+    grad_clip_norm=1e9,
+)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    unet = build_unet(UNET, seed=0)
+    vae = build_vae({"_class_name": "IdentityAutoencoder", "in_channels": 3})
+    text_encoder = build_text_encoder(TEXT, seed=1)
+    unet_g, params, unet_rngs = nnx.split(unet, nnx.Param, ...)
+    vae_g, vae_state = nnx.split(vae)
+    te_g, te_state = nnx.split(text_encoder)
+    models = step_lib.Models(unet_g, vae_g, te_g)
+    frozen = {
+        "vae": vae_state,
+        "text_encoder": te_state,
+        "empty_embeds": text_encoder(jnp.full((1, 8), 49, jnp.int32))[0][0],
+        "unet_rngs": unet_rngs,
+    }
+    rng = np.random.default_rng(0)
+    batch = {
+        "source_image": rng.uniform(-1, 1, (4, 8, 8, 3)).astype(np.float32),
+        "edited_image": rng.uniform(-1, 1, (4, 8, 8, 3)).astype(np.float32),
+        "input_ids": rng.integers(0, 49, (4, 8)).astype(np.int32),
+    }
+    return models, params, frozen, batch
+
+
+def _config(n: int) -> step_lib.StepConfig:
+    return step_lib.StepConfig(
+        schedule=NoiseSchedule.sd15(),
+        scaling_factor=1.0,
+        cfg_dropout_prob=0.0,
+        reward=False,
+        grad_accum_steps=n,
+        ema_max_decay=None,
+    )
+
+
+def test_gradient_accumulation_averages_the_micro_batch_gradients(setup):
+    """Accumulating over 2 micro-batches (every 2nd row, keys folded with the micro-batch index) is the
+    update of the mean of the two micro-batch gradients."""
+    models, params, frozen, batch = setup
+    # Plain SGD with rate 1: the update is minus the (accumulated) gradient itself. (Adam would turn
+    # last-bit differences of near-zero gradients into lr-sized steps.)
+    optimizer = optax.sgd(1.0)
+    schedule = step_lib.learning_rate_schedule(OPTIMIZER)
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": optimizer.init(params),
+        "ema": None,
+        "rng": jax.random.key_data(jax.random.key(3)),
+    }
+    new_state, metrics = jax.jit(step_lib.make_train_step(models, _config(2), optimizer, schedule))(
+        state, batch, frozen
+    )
+    # By hand: micro-batch i holds rows i, i + 2; its key is fold_in(step key, i).
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), 0)
+    losses, grads = [], []
+    for i in range(2):
+        micro = {name: value[i::2] for name, value in batch.items()}
+        loss, grad = jax.value_and_grad(step_lib.loss_fn)(
+            params, micro, frozen, models, _config(2), jax.random.fold_in(key, i)
+        )
+        losses.append(loss)
+        grads.append(grad)
+    mean_grad = jax.tree.map(lambda a, b: (a + b) / 2, *grads)
+    applied = jax.tree.map(jnp.subtract, params, new_state["params"])
+    np.testing.assert_allclose(metrics["loss"], np.mean(losses), rtol=1e-5)
+    np.testing.assert_allclose(metrics["grad_norm"], float(optax.tree.norm(mean_grad)), rtol=1e-4)
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(mean_grad))
+    for got, want in zip(jax.tree.leaves(applied), jax.tree.leaves(mean_grad)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
+    # One micro-batch's gradient alone is a different update (the test can tell them apart).
+    assert float(optax.tree.norm(jax.tree.map(jnp.subtract, grads[0], mean_grad))) > 1e-2 * float(
+        optax.tree.norm(mean_grad)
+    )
