@@ -1,5 +1,10 @@
 """The jitted editing sampler against diffusers' InstructPix2Pix pipeline, reward conditioning, caching."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -320,10 +325,28 @@ def test_edit_size_follows_the_official_protocol(size, resolution, expected):
     assert edit_size(*size, resolution) == expected
 
 
-@pytest.mark.skipif(
-    len(jax.devices()) < 2, reason="needs 2 devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)"
-)
-def test_batch_sharded_over_two_devices_matches_one_device(stock):
+def test_batch_sharded_over_two_devices_matches_one_device(request):
+    if len(jax.devices()) < 2:  # rerun this test in a process with 2 CPU devices (set before jax starts)
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"{__file__}::{request.node.name}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+            timeout=600,
+        )
+        assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+        return
+    stock = request.getfixturevalue("stock")
     mesh = jax.make_mesh((2,), ("data",), devices=jax.devices()[:2])
     sharded = EditSampler(*stock.components, SCHEDULER_CONFIG, mesh=mesh, compiler_options=FAST_COMPILE)
     plain = EditSampler(*stock.components, SCHEDULER_CONFIG, compiler_options=FAST_COMPILE)
