@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import jax
@@ -56,8 +58,35 @@ def latest_step(workdir: Path) -> int | None:
     return max(steps) if steps else None
 
 
+class _ItemMetadataWarningFilter(logging.Filter):
+    """Drops Orbax's "Metadata file does not exist: .../state/_CHECKPOINT_METADATA" warning.
+
+    We read the ``state`` item of a checkpoint step folder directly; the step's metadata file lives one
+    level up, so Orbax warns on every load although nothing is wrong.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "_CHECKPOINT_METADATA" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_item_metadata():
+    logger = logging.getLogger("absl")
+    quiet = _ItemMetadataWarningFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def load_unet_params(workdir: Path, unet, *, ema: bool = True, step: int | None = None) -> int:
     """Load the U-Net parameters of checkpoint ``step`` (default: latest) into ``unet``; returns the step."""
+    with _quiet_item_metadata():
+        return _load_unet_params(workdir, unet, ema=ema, step=step)
+
+
+def _load_unet_params(workdir: Path, unet, *, ema: bool, step: int | None) -> int:
     import orbax.checkpoint as ocp
 
     workdir = Path(workdir).absolute()

@@ -333,6 +333,21 @@ def test_edit_and_export_accept_a_training_workdir(stage1, tmp_path):
     assert Image.open(tmp_path / "out.png").size == (64, 64)
 
 
+def test_loading_a_workdir_does_not_warn_about_item_metadata(stage1, caplog):
+    """Orbax's "Metadata file does not exist: .../state/_CHECKPOINT_METADATA" is noise on every load."""
+    import logging
+
+    from rewardedit_jax.convert import load_pipeline
+
+    workdir, _ = stage1
+    with caplog.at_level(logging.INFO):
+        load_pipeline(workdir)
+        logging.getLogger("absl").warning("other absl warnings still show")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "_CHECKPOINT_METADATA" in m]
+    assert "other absl warnings still show" in messages
+
+
 def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
     """configs/demo.py (pixel space, frozen word-level text encoder) learns on synthetic_edit."""
     from configs import demo
