@@ -29,6 +29,9 @@ PERSPECTIVES = ("following", "preserving", "quality")
 # names failures of every perspective.
 BEST_FEEDBACK = "; ".join(["There are no noticeable negative aspects."] * 3)
 LOW_FEEDBACK = "The color is wrong.; Unrequested regions changed.; The image is noisy and blurry."
+# The official Real-Edit sampler (REFERENCE.md section 4): stochastic, so each model is sampled from the
+# distribution it learned (corruptions included), not from its deterministic mean path.
+SCHEDULER = "euler_ancestral"
 
 
 def _log(msg: str) -> None:
@@ -121,7 +124,7 @@ def evaluate(model: Path, out: Path, data_dir: Path, args, **kwargs) -> dict:
         out,
         judge="oracle",
         steps=args.sample_steps,
-        scheduler="ddim",
+        scheduler=SCHEDULER,
         text_guidance=args.text_guidance,
         image_guidance=args.image_guidance,
         seed=0,
@@ -152,10 +155,11 @@ def pytorch_edit(export_dir: Path, data_dir: Path, args, out_png: Path) -> None:
     instruction = (
         ex["instruction"].decode() if isinstance(ex["instruction"], bytes) else str(ex["instruction"])
     )
-    from diffusers import DDIMScheduler
+    from diffusers import EulerAncestralDiscreteScheduler
 
     pipe = RewardEditPipeline.from_pretrained(str(export_dir))
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the sampler the evaluation used
+    # the sampler the evaluation used
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     edited = pipe(
         instruction,
@@ -315,12 +319,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--data-config", default="16px", help="synthetic_edit builder config")
     parser.add_argument("--resolution", type=int, default=16)
-    parser.add_argument("--stage1-steps", type=int, default=400)
-    parser.add_argument("--stage2-steps", type=int, default=800, help="for each of reward and baseline")
-    parser.add_argument("--sample-steps", type=int, default=25, help="DDIM steps")
+    parser.add_argument("--stage1-steps", type=int, default=800)
+    parser.add_argument("--stage2-steps", type=int, default=1600, help="for each of reward and baseline")
+    parser.add_argument("--sample-steps", type=int, default=30, help="Euler ancestral steps (official: 30)")
     parser.add_argument("--text-guidance", type=float, default=1.0, help="1 = no classifier-free guidance")
     parser.add_argument("--image-guidance", type=float, default=1.0)
-    parser.add_argument("--limit", type=int, default=256, help="test edits to evaluate")
+    parser.add_argument("--limit", type=int, default=512, help="test edits to evaluate (16px has 512)")
     parser.add_argument("--quick", action="store_true", help="a few steps on synthetic_edit/tiny (CI smoke)")
     args = parser.parse_args(argv)
     if args.quick:
