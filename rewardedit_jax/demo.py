@@ -406,7 +406,7 @@ def main(argv=None) -> int:
         "summary": summary,
         "comparison": comparison,
         "per_seed": {str(k): v for k, v in per_seed.items()},
-        "settings": vars(args),
+        "settings": {**vars(args), "scheduler": SCHEDULER},
         "elapsed_s": time.perf_counter() - t0,
         "seed_elapsed_s": {str(k): v for k, v in seed_seconds.items()},
     }

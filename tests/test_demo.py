@@ -37,6 +37,11 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert scheduler["prediction_type"] == "v_prediction"
     assert scheduler["beta_schedule"] == "squaredcos_cap_v2"
     assert scheduler["timestep_spacing"] == "trailing"
+    # Evaluated with the official Real-Edit sampler, recorded in the results and in each evaluation.
+    assert results["settings"]["scheduler"] == "euler_ancestral"
+    generation = json.loads((out / "seed0" / "eval_reward_555" / "generation.json").read_text())
+    assert generation["requested"]["scheduler"] == "euler_ancestral"
+    assert generation["requested"]["seed_per_edit"] is True
 
 
 def test_margins_hold_only_in_every_seed_and_beyond_the_seed_spread():
