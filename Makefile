@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # CPU build of torch, pinned for tests (an unpinned torch pulls a multi-GB CUDA build).
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?= --durations=25
+# pytest-xdist workers; each test file runs in one worker, so its module fixtures are built once.
+# 2 on a 2-core machine: 13 min instead of 17 (2026-11-27). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: venv install test lint format clean demo
 
@@ -21,7 +24,7 @@ venv: $(PY)
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 LINT_PATHS := $(wildcard rewardedit_jax tests configs tfds_builders benchmarks launch)
 

@@ -189,7 +189,7 @@ def summarize(per_seed: dict) -> dict:
     return summary
 
 
-COMPARISONS = (("reward_555", "baseline"), ("reward_555", "reward_111"))
+COMPARISONS = (("reward_555", "baseline"), ("reward_555", "reward_111"), ("reward_555_rg", "baseline"))
 VERDICT = {True: "holds", False: "not shown"}
 
 
@@ -201,6 +201,8 @@ def compare(per_seed: dict, summary: dict) -> dict:
     """
     out = {}
     for a, b in COMPARISONS:
+        if a not in summary or b not in summary:
+            continue
         rows = {}
         for p in PERSPECTIVES:
             key = f"{p}_score"
@@ -325,6 +327,12 @@ def main(argv=None) -> int:
     parser.add_argument("--text-guidance", type=float, default=1.0, help="1 = no classifier-free guidance")
     parser.add_argument("--image-guidance", type=float, default=1.0)
     parser.add_argument("--limit", type=int, default=512, help="test edits to evaluate (16px has 512)")
+    parser.add_argument(
+        "--reward-guidance",
+        type=float,
+        help="also evaluate the reward model at 5,5,5 with this reward guidance scale away from 1,1,1 "
+        "(row reward_555_rg; about 1.5 min more per seed)",
+    )
     parser.add_argument("--quick", action="store_true", help="a few steps on synthetic_edit/tiny (CI smoke)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -386,6 +394,18 @@ def main(argv=None) -> int:
                 reward_run, sd / "eval_reward_111", data_dir, args, reward="1,1,1", feedback=LOW_FEEDBACK
             ),
         }
+        if args.reward_guidance is not None:
+            results["reward_555_rg"] = evaluate(
+                reward_run,
+                sd / "eval_reward_555_rg",
+                data_dir,
+                args,
+                reward="5,5,5",
+                feedback=BEST_FEEDBACK,
+                reward_guidance=args.reward_guidance,
+                low_reward="1,1,1",
+                low_feedback=LOW_FEEDBACK,
+            )
         per_seed[seed] = {m: {"overall": r["overall"]} for m, r in results.items()}
         seed_seconds[seed] = time.perf_counter() - seed_start
         _log(f"seed {seed}: {total} steps per model, {seed_seconds[seed]:.0f} s")

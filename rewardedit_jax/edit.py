@@ -49,7 +49,7 @@ def parse_scores(text: str, flag: str = "--reward") -> tuple[float, float, float
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str) -> None:
-    """The sampling flags that ``edit`` and ``evaluate`` share (reward, guidance, steps, scheduler, dtype)."""
+    """The sampling flags ``edit`` and ``evaluate`` share: reward, guidances, steps, scheduler, dtype."""
     p.add_argument(
         "--reward", help="reward scores 'following,preserving,quality' (reward models; default 5,5,5)"
     )
@@ -67,6 +67,15 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str) -> Non
         default="auto",
         help="model dtype (auto: bfloat16 on GPU/TPU, else float32)",
     )
+    p.add_argument(
+        "--reward-guidance",
+        type=float,
+        help="reward guidance scale: eps += g (e(reward) - e(low reward)); off by default (reward models)",
+    )
+    p.add_argument("--low-reward", default="0,0,0", help="scores of the low-reward branch (default 0,0,0)")
+    p.add_argument(
+        "--low-feedback", default="", help="feedback text of the low-reward branch (default empty)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,15 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output image file (PNG)")
     add_sampling_arguments(p, seed_help="random seed (default 42)")
     p.add_argument("--resolution", type=int, default=512, help="long side of the fitted input (default 512)")
-    p.add_argument(
-        "--reward-guidance",
-        type=float,
-        help="reward guidance scale: eps += g (e(reward) - e(low reward)); off by default (reward models)",
-    )
-    p.add_argument("--low-reward", default="0,0,0", help="scores of the low-reward branch (default 0,0,0)")
-    p.add_argument(
-        "--low-feedback", default="", help="feedback text of the low-reward branch (default empty)"
-    )
     return p
 
 

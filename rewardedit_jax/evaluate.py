@@ -2,6 +2,7 @@
 
     python -m rewardedit_jax.evaluate --model PATH --benchmark real_edit|synthetic_edit[/CONFIG] \\
         --data-dir D --out OUTDIR [--judge gpt|oracle|none] [--reward 5,5,5] [--steps 30] \\
+        [--reward-guidance G [--low-reward 0,0,0] [--low-feedback TEXT]] \\
         [--batch-size 8] [--limit N] [--clip-model CLIP_DIR]
 
 Runs the Real-Edit protocol of the paper (REFERENCE.md section 4) end to end: every edit of the benchmark's
@@ -36,6 +37,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -78,6 +80,9 @@ GENERATION_KEYS = (
     "dtype",
     "reward",
     "feedback",
+    "reward_guidance",
+    "low_reward",
+    "low_feedback",
 )
 
 
@@ -250,27 +255,31 @@ class GenerationSettings:
     reward: tuple[float, float, float] | None  # None: the model's default (5,5,5 for reward models)
     feedback: str | None
     seed_per_edit: bool = False  # edit i is seeded with seed + i (its index in the split)
+    reward_guidance: float | None = None  # None: off; then low_reward and low_feedback are None too
+    low_reward: tuple[float, float, float] | None = None
+    low_feedback: str | None = None
 
     def seed_of(self, edit: BenchmarkEdit) -> int:
         return (self.seed + edit.index) % 2**32 if self.seed_per_edit else self.seed
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
-        out["reward"] = None if self.reward is None else list(self.reward)
+        for key in ("reward", "low_reward"):
+            out[key] = None if out[key] is None else list(out[key])
         return out
 
 
-def _parse_reward(reward) -> tuple[float, float, float] | None:
+def _parse_reward(reward, flag: str = "--reward") -> tuple[float, float, float] | None:
     if reward is None:
         return None
     from rewardedit_jax.edit import EditError, parse_scores
 
     try:
         if isinstance(reward, str):
-            return parse_scores(reward)
-        return parse_scores(",".join(str(float(s)) for s in reward))
+            return parse_scores(reward, flag)
+        return parse_scores(",".join(str(float(s)) for s in reward), flag)
     except (EditError, TypeError, ValueError) as e:
-        raise EvaluationError(str(e) if isinstance(e, EditError) else f"bad --reward {reward!r}") from None
+        raise EvaluationError(str(e) if isinstance(e, EditError) else f"bad {flag} {reward!r}") from None
 
 
 def _check_generation_settings(out: Path, settings: GenerationSettings) -> None:
@@ -283,7 +292,12 @@ def _check_generation_settings(out: Path, settings: GenerationSettings) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         raise EvaluationError(f"{path}: unreadable; remove it or use another --out") from None
     current = settings.as_dict()
-    saved = {"seed_per_edit": False, **saved}  # folders written before the option existed
+    # folders written before these options existed
+    saved = {
+        "seed_per_edit": False,
+        **dict.fromkeys(("reward_guidance", "low_reward", "low_feedback")),
+        **saved,
+    }
     changed = [k for k in GENERATION_KEYS if saved.get(k) != current[k]]
     if changed:
         what = "; ".join(f"{k} {saved.get(k)!r} -> {current[k]!r}" for k in changed)
@@ -404,6 +418,10 @@ class _Run:
         kwargs = {}
         if sampler.has_reward:
             kwargs = {"reward_scores": s.reward, "feedback": s.feedback}
+        if s.reward_guidance is not None:
+            kwargs.update(
+                reward_guidance=s.reward_guidance, low_reward_scores=s.low_reward, low_feedback=s.low_feedback
+            )
         compiles_before = sampler.compile_count
         start = time.perf_counter()
         with _progress(len(pending), "generating", self.progress) as bar:
@@ -450,9 +468,8 @@ class _Run:
         self.log(f"loaded in {time.perf_counter() - start:.1f} s")
         has_reward = bool(pipeline.unet.has_reward)
         if not has_reward and reward_requested:
-            flags = ", ".join(
-                f for f, v in (("--reward", s.reward), ("--feedback", s.feedback)) if v is not None
-            )
+            given = {"--reward": s.reward, "--feedback": s.feedback, "--reward-guidance": s.reward_guidance}
+            flags = ", ".join(f for f, v in given.items() if v is not None)
             raise EvaluationError(f"{s.model} is not a reward model; {flags} apply to reward models only")
         try:
             sampler = EditSampler.from_pipeline(
@@ -467,6 +484,12 @@ class _Run:
                 "reward": list(s.reward or BEST_SCORES),
                 "feedback": BEST_FEEDBACK if s.feedback is None else s.feedback,
             }
+            if s.reward_guidance is not None:
+                self.reward_condition["reward_guidance"] = {
+                    "scale": s.reward_guidance,
+                    "low_reward": list(s.low_reward),
+                    "low_feedback": s.low_feedback,
+                }
         report.atomic_write_json(
             self.out / "generation.json",
             {
@@ -739,6 +762,9 @@ def evaluate(
     resolution: int | None = None,
     scheduler: str = "euler_ancestral",
     dtype: str = "auto",
+    reward_guidance: float | None = None,
+    low_reward: str | Sequence[float] = "0,0,0",
+    low_feedback: str = "",
     batch_size: int = DEFAULT_BATCH_SIZE,
     limit: int | None = None,
     clip_model: str | os.PathLike | None = None,
@@ -756,8 +782,10 @@ def evaluate(
     :class:`rewardedit_jax.judge.JudgeConfig` (default cache ``OUT/judge-cache.sqlite``). ``resolution``:
     long side of the fitted input (default 512 for real_edit, the native size for synthetic_edit).
     ``reward`` / ``feedback``: a reward model's condition (default 5,5,5 and "None; None; None"; an error for
-    a stock model). ``seed_per_edit``: seed edit i with ``seed + i`` (independent noise per edit) instead
-    of ``seed`` for every edit. ``limit``: only the first N edits of the split. ``compiler_options`` go
+    a stock model). ``reward_guidance``: a reward model's guidance scale away from the low-reward condition
+    ``low_reward`` / ``low_feedback`` (:meth:`EditSampler.__call__`; default off). ``seed_per_edit``: seed
+    edit i with ``seed + i`` (independent noise per edit) instead of ``seed`` for every edit. ``limit``:
+    only the first N edits of the split. ``compiler_options`` go
     to XLA (the tests use fast compilation). Errors a user can fix raise :class:`EvaluationError` (one line).
     """
     log = log or (lambda message: None)
@@ -780,6 +808,9 @@ def evaluate(
     if dtype not in DTYPE_CHOICES:
         raise EvaluationError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}")
     reward_scores = _parse_reward(reward)
+    if reward_guidance is not None and not math.isfinite(reward_guidance):
+        raise EvaluationError(f"--reward-guidance must be a finite number; got {reward_guidance}")
+    low_scores = _parse_reward(low_reward, "--low-reward") if reward_guidance is not None else None
     model_path = Path(model).expanduser()
     if not model_path.exists():
         raise EvaluationError(f"{model_path}: no such model folder")
@@ -821,6 +852,9 @@ def evaluate(
         reward=reward_scores,
         feedback=feedback,
         seed_per_edit=bool(seed_per_edit),
+        reward_guidance=None if reward_guidance is None else float(reward_guidance),
+        low_reward=low_scores,
+        low_feedback=None if reward_guidance is None else str(low_feedback),
     )
     _check_generation_settings(out, settings)
     out.mkdir(parents=True, exist_ok=True)
@@ -828,7 +862,7 @@ def evaluate(
 
     run = _Run(out, bench, settings, log, progress)
     run.generate(
-        reward_requested=reward is not None or feedback is not None,
+        reward_requested=reward is not None or feedback is not None or reward_guidance is not None,
         batch_size=batch_size,
         compiler_options=dict(compiler_options) if compiler_options else None,
     )
@@ -1005,6 +1039,9 @@ def run_cli(args) -> dict:
         resolution=args.resolution,
         scheduler=args.scheduler,
         dtype=args.dtype,
+        reward_guidance=args.reward_guidance,
+        low_reward=args.low_reward,
+        low_feedback=args.low_feedback,
         batch_size=args.batch_size,
         limit=args.limit,
         clip_model=args.clip_model,

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     out = tmp_path / "demo_out"
     proc = subprocess.run(
-        [sys.executable, "-m", "rewardedit_jax.demo", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "rewardedit_jax.demo", "--quick", "--reward-guidance", "1", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -24,7 +24,8 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert set(results["summary"]) == {"baseline", "reward_555", "reward_111"}
+    assert set(results["summary"]) == {"baseline", "reward_555", "reward_111", "reward_555_rg"}
+    assert set(results["comparison"]["reward_555_rg_vs_baseline"]) == {"following", "preserving", "quality"}
     for model in results["summary"].values():
         for key in ("following_score", "preserving_score", "quality_score", "l1"):
             assert model[key]["mean"] >= 0
@@ -42,6 +43,11 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     generation = json.loads((out / "seed0" / "eval_reward_555" / "generation.json").read_text())
     assert generation["requested"]["scheduler"] == "euler_ancestral"
     assert generation["requested"]["seed_per_edit"] is True
+    guided = json.loads((out / "seed0" / "eval_reward_555_rg" / "generation.json").read_text())["requested"]
+    assert (guided["reward"], guided["reward_guidance"], guided["low_reward"]) == ([5, 5, 5], 1.0, [1, 1, 1])
+    from rewardedit_jax.demo import LOW_FEEDBACK
+
+    assert guided["low_feedback"] == LOW_FEEDBACK
 
 
 def test_margins_hold_only_in_every_seed_and_beyond_the_seed_spread():
@@ -76,3 +82,4 @@ def test_margins_hold_only_in_every_seed_and_beyond_the_seed_spread():
     assert not vs_baseline["following"]["holds"]  # worse in seed 1
     assert vs_baseline["following"]["per_seed"] == pytest.approx([0.1, -0.2])
     assert all(r["holds"] for r in comparison["reward_555_vs_reward_111"].values())
+    assert "reward_555_rg_vs_baseline" not in comparison  # not evaluated, not compared

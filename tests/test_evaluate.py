@@ -381,6 +381,16 @@ def test_user_errors_are_one_line(
     assert lines[-1] == f"error: {model_dir} is not a reward model; --reward apply to reward models only"
     assert run(*args, "--reward", "5,5") == 1
     assert "three comma-separated numbers" in error_lines(capsys)[-1]
+    assert run(*args, "--reward-guidance", "1", "--limit", "1") == 1
+    assert error_lines(capsys)[-1] == (
+        f"error: {model_dir} is not a reward model; --reward-guidance apply to reward models only"
+    )
+    assert run(*args, "--reward-guidance", "nan") == 1
+    assert error_lines(capsys) == ["error: --reward-guidance must be a finite number; got nan"]
+    assert run(*args, "--reward-guidance", "1", "--low-reward", "1,1") == 1
+    assert error_lines(capsys) == [
+        "error: --low-reward must be three comma-separated numbers like 5,5,5; got '1,1'"
+    ]
     assert not (tmp_path / "out" / "images").exists()
 
 
@@ -435,6 +445,55 @@ def test_reward_model_gets_the_given_condition_and_the_best_for_the_rest(
     }
     assert calls == [dict(calls[0], reward_scores=(4.0, 5.0, 3.0), feedback=None)]
     assert results["config"]["generation"]["reward"] == [4.0, 5.0, 3.0]
+
+
+def test_reward_guidance_reaches_the_sampler_and_is_recorded(synthetic_data_dir, tmp_path, monkeypatch):
+    from rewardedit_jax.sampling import EditSampler
+
+    model = save_tiny_pipeline(tmp_path / "reward_model", reward=True)
+    calls = []
+    original = EditSampler.__call__
+
+    def recording(self, images, instructions, **kwargs):
+        calls.append(kwargs)
+        return original(self, images, instructions, **kwargs)
+
+    monkeypatch.setattr(EditSampler, "__call__", recording)
+    kwargs = dict(judge="none", batch_size=1, limit=1, **{**QUICK, "steps": 1})
+    guided = dict(reward_guidance=2.0, low_reward="1,1,1", low_feedback="The image is blurry.")
+    results = ev.evaluate(
+        model, "synthetic_edit", synthetic_data_dir, tmp_path / "guided", **guided, **kwargs
+    )
+    assert calls[-1]["reward_guidance"] == 2.0 and calls[-1]["low_reward_scores"] == (1.0, 1.0, 1.0)
+    assert calls[-1]["low_feedback"] == "The image is blurry."
+    generation = results["config"]["generation"]
+    assert (generation["reward_guidance"], generation["low_reward"]) == (2.0, [1.0, 1.0, 1.0])
+    assert results["config"]["reward_condition"]["reward_guidance"] == {
+        "scale": 2.0,
+        "low_reward": [1.0, 1.0, 1.0],
+        "low_feedback": "The image is blurry.",
+    }
+    plain = ev.evaluate(model, "synthetic_edit", synthetic_data_dir, tmp_path / "plain", **kwargs)
+    assert "reward_guidance" not in calls[-1] and plain["config"]["generation"]["low_reward"] is None
+    image = {run: next((tmp_path / run / "images").glob("*.png")).read_bytes() for run in ("guided", "plain")}
+    assert image["guided"] != image["plain"]  # the same seed, pushed away from the low-reward branch
+    # A folder written before reward guidance existed (no such keys) resumes as an unguided one.
+    path = tmp_path / "plain" / "generation.json"
+    saved = json.loads(path.read_text())
+    for key in ("reward_guidance", "low_reward", "low_feedback"):
+        del saved["requested"][key]
+    path.write_text(json.dumps(saved))
+    again = ev.evaluate(model, "synthetic_edit", synthetic_data_dir, tmp_path / "plain", **kwargs)
+    assert again["run"]["reused_images"] == 1
+    with pytest.raises(ev.EvaluationError, match=r"other settings \(reward_guidance 2.0 -> 3.0\)"):
+        ev.evaluate(
+            model,
+            "synthetic_edit",
+            synthetic_data_dir,
+            tmp_path / "guided",
+            **{**guided, "reward_guidance": 3.0},
+            **kwargs,
+        )
 
 
 def test_seed_per_edit_seeds_edit_i_with_seed_plus_i(model_dir, synthetic_data_dir, tmp_path, monkeypatch):
