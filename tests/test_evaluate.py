@@ -420,12 +420,10 @@ def test_grid_lays_out_strips_in_columns():
     assert grid[10 + 32, 10 + 32].tolist() == [0, 0, 0]  # the first image, scaled up and centred
 
 
-def test_reward_model_gets_the_given_condition_and_the_best_for_the_rest(
-    synthetic_data_dir, tmp_path, monkeypatch
-):
+def record_sampler_calls(monkeypatch) -> list[dict]:
+    """The keyword arguments of every ``EditSampler`` call from now on (the calls still run)."""
     from rewardedit_jax.sampling import EditSampler
 
-    model = save_tiny_pipeline(tmp_path / "reward_model", reward=True)
     calls = []
     original = EditSampler.__call__
 
@@ -434,6 +432,14 @@ def test_reward_model_gets_the_given_condition_and_the_best_for_the_rest(
         return original(self, images, instructions, **kwargs)
 
     monkeypatch.setattr(EditSampler, "__call__", recording)
+    return calls
+
+
+def test_reward_model_gets_the_given_condition_and_the_best_for_the_rest(
+    synthetic_data_dir, tmp_path, monkeypatch
+):
+    model = save_tiny_pipeline(tmp_path / "reward_model", reward=True)
+    calls = record_sampler_calls(monkeypatch)
     kwargs = dict(judge="none", batch_size=1, limit=1, **{**QUICK, "steps": 1})
     results = ev.evaluate(
         model, "synthetic_edit", synthetic_data_dir, tmp_path / "out", reward="4,5,3", **kwargs
@@ -448,17 +454,8 @@ def test_reward_model_gets_the_given_condition_and_the_best_for_the_rest(
 
 
 def test_reward_guidance_reaches_the_sampler_and_is_recorded(synthetic_data_dir, tmp_path, monkeypatch):
-    from rewardedit_jax.sampling import EditSampler
-
     model = save_tiny_pipeline(tmp_path / "reward_model", reward=True)
-    calls = []
-    original = EditSampler.__call__
-
-    def recording(self, images, instructions, **kwargs):
-        calls.append(kwargs)
-        return original(self, images, instructions, **kwargs)
-
-    monkeypatch.setattr(EditSampler, "__call__", recording)
+    calls = record_sampler_calls(monkeypatch)
     kwargs = dict(judge="none", batch_size=1, limit=1, **{**QUICK, "steps": 1})
     guided = dict(reward_guidance=2.0, low_reward="1,1,1", low_feedback="The image is blurry.")
     results = ev.evaluate(
@@ -497,16 +494,11 @@ def test_reward_guidance_reaches_the_sampler_and_is_recorded(synthetic_data_dir,
 
 
 def test_seed_per_edit_seeds_edit_i_with_seed_plus_i(model_dir, synthetic_data_dir, tmp_path, monkeypatch):
-    from rewardedit_jax.sampling import EditSampler
+    calls = record_sampler_calls(monkeypatch)
 
-    seeds = []
-    original = EditSampler.__call__
+    def seeds() -> list:
+        return [np.asarray(c["seed"]).tolist() for c in calls]
 
-    def recording(self, images, instructions, **kwargs):
-        seeds.append(np.asarray(kwargs["seed"]).tolist())
-        return original(self, images, instructions, **kwargs)
-
-    monkeypatch.setattr(EditSampler, "__call__", recording)
     kwargs = dict(judge="none", batch_size=2, limit=3, **{**QUICK, "steps": 1})
     per_edit = ev.evaluate(
         model_dir,
@@ -517,11 +509,11 @@ def test_seed_per_edit_seeds_edit_i_with_seed_plus_i(model_dir, synthetic_data_d
         seed_per_edit=True,
         **kwargs,
     )
-    assert seeds == [[7, 8], [9, 9]]  # the last batch is padded with its last edit
+    assert seeds() == [[7, 8], [9, 9]]  # the last batch is padded with its last edit
     assert per_edit["config"]["generation"]["seed_per_edit"] is True
-    seeds.clear()
+    calls.clear()
     ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "one_seed", seed=9, **kwargs)
-    assert seeds == [[9, 9], [9, 9]]
+    assert seeds() == [[9, 9], [9, 9]]
     # Edit 2 seeded 7 + 2 is the edit a run seeded 9 makes; edit 0 (seed 7) differs from it.
     names = sorted(p.name for p in (tmp_path / "per_edit" / "images").glob("*.png"))
     image = {
