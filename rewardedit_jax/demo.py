@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ LOW_FEEDBACK = "The color is wrong.; Unrequested regions changed.; The image is 
 # The official Real-Edit sampler (REFERENCE.md section 4): stochastic, so each model is sampled from the
 # distribution it learned (corruptions included), not from its deterministic mean path.
 SCHEDULER = "euler_ancestral"
+EXPORT_DIR = "export_reward"  # OUT/export_reward: the last seed's reward model in diffusers format
 
 
 def _log(msg: str) -> None:
@@ -103,14 +105,49 @@ def _config(args, tokenizer_dir: Path, data_dir: Path, *, reward: bool, steps: i
     return c
 
 
-def train(config, workdir: Path) -> None:
+def train(config, workdir: Path) -> bool:
+    """Train ``workdir`` to ``config.total_steps`` (resuming a shorter run); False if already there."""
     from rewardedit_jax.training.trainer import train_and_evaluate
 
     if (workdir / "checkpoints" / str(config.total_steps)).is_dir():
         _log(f"{workdir.name}: already trained")
-        return
+        return False
     _log(f"training {workdir.name}: {config.total_steps} steps, reward={config.reward.enabled}")
     train_and_evaluate(config, workdir)
+    return True
+
+
+def drop_stale_evaluations(seed_dir: Path, prefix: str) -> None:
+    """Remove ``seed_dir/eval_<prefix>*``: edits of a model that has trained further since."""
+    for stale in sorted(seed_dir.glob(f"eval_{prefix}*")):
+        _log(f"{stale.name}: made by an earlier checkpoint; evaluating again")
+        shutil.rmtree(stale)
+
+
+def train_seed(args, tokenizer_dir: Path, data_dir: Path, seed_dir: Path, seed: int) -> tuple[Path, Path]:
+    """Stage 1, then from it the reward model and the baseline: ``(reward_run, baseline_run)``.
+
+    Finished runs are kept; a run with fewer steps than asked resumes (a larger ``--stage2-steps`` on an
+    existing ``--out``), and the evaluations of a run that trained further are removed.
+    """
+    runs = seed_dir / "runs"
+    stage1, reward_run, baseline_run = runs / "stage1", runs / "reward", runs / "baseline"
+    stage1_trained = train(
+        _config(args, tokenizer_dir, data_dir, reward=False, steps=args.stage1_steps, seed=seed), stage1
+    )
+    if stage1_trained and any((r / "checkpoints").is_dir() for r in (reward_run, baseline_run)):
+        raise SystemExit(
+            f"error: {runs} holds stage-2 runs started from an earlier stage 1; use another --out"
+        )
+    for run, reward, prefix in ((reward_run, True, "reward"), (baseline_run, False, "baseline")):
+        config = _config(
+            args, tokenizer_dir, data_dir, reward=reward, steps=args.stage2_steps, seed=seed, init_from=stage1
+        )
+        if train(config, run):
+            drop_stale_evaluations(seed_dir, prefix)
+            if reward:  # the export is made again from the reward model that trained further
+                shutil.rmtree(seed_dir.parent / EXPORT_DIR, ignore_errors=True)
+    return reward_run, baseline_run
 
 
 def evaluate(model: Path, out: Path, data_dir: Path, args, **kwargs) -> dict:
@@ -354,37 +391,8 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         seed_start = time.perf_counter()
         sd = out / f"seed{seed}"
-        runs = sd / "runs"
-        stage1 = runs / "stage1"
-        train(
-            _config(args, tokenizer_dir, data_dir, reward=False, steps=args.stage1_steps, seed=seed), stage1
-        )
+        reward_run, baseline_run = train_seed(args, tokenizer_dir, data_dir, sd, seed)
         total = args.stage1_steps + args.stage2_steps
-        reward_run, baseline_run = runs / "reward", runs / "baseline"
-        train(
-            _config(
-                args,
-                tokenizer_dir,
-                data_dir,
-                reward=True,
-                steps=args.stage2_steps,
-                seed=seed,
-                init_from=stage1,
-            ),
-            reward_run,
-        )
-        train(
-            _config(
-                args,
-                tokenizer_dir,
-                data_dir,
-                reward=False,
-                steps=args.stage2_steps,
-                seed=seed,
-                init_from=stage1,
-            ),
-            baseline_run,
-        )
         results = {
             "baseline": evaluate(baseline_run, sd / "eval_baseline", data_dir, args),
             "reward_555": evaluate(
@@ -413,7 +421,7 @@ def main(argv=None) -> int:
     last = out / f"seed{args.seeds[-1]}"
     from rewardedit_jax.convert.cli import main as convert_main
 
-    export_dir = out / "export_reward"
+    export_dir = out / EXPORT_DIR
     if not export_dir.exists():
         if convert_main(["export", str(last / "runs" / "reward"), str(export_dir)]) != 0:
             raise SystemExit("export failed")

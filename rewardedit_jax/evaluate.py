@@ -69,6 +69,7 @@ EDIT_TYPE_ORDER = (
 # Settings whose change makes earlier edits in the output folder invalid.
 GENERATION_KEYS = (
     "model",
+    "model_step",
     "benchmark",
     "steps",
     "text_guidance",
@@ -256,6 +257,7 @@ class GenerationSettings:
     feedback: str | None
     seed_per_edit: bool = False  # edit i is seeded with seed + i (its index in the split)
     reward_guidance: float | None = None  # None: off; then low_reward and low_feedback are None too
+    model_step: int | None = None  # a training workdir's checkpoint step (its latest unless one is named)
     low_reward: tuple[float, float, float] | None = None
     low_feedback: str | None = None
 
@@ -282,6 +284,21 @@ def _parse_reward(reward, flag: str = "--reward") -> tuple[float, float, float] 
         raise EvaluationError(str(e) if isinstance(e, EditError) else f"bad {flag} {reward!r}") from None
 
 
+def _workdir_step(model: Path) -> int | None:
+    """The checkpoint step a training workdir (or one of its checkpoints) is evaluated at; else None."""
+    from rewardedit_jax.convert import training_source
+
+    found = training_source(model)
+    if found is None:
+        return None
+    workdir, step = found
+    if step is None:
+        from rewardedit_jax.training.workdir import latest_step
+
+        step = latest_step(workdir)
+    return step
+
+
 def _check_generation_settings(out: Path, settings: GenerationSettings) -> None:
     """Refuse to mix edits made with other generation settings into one output folder."""
     path = out / "generation.json"
@@ -292,9 +309,10 @@ def _check_generation_settings(out: Path, settings: GenerationSettings) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         raise EvaluationError(f"{path}: unreadable; remove it or use another --out") from None
     current = settings.as_dict()
-    # folders written before these options existed
+    # Folders written before these settings existed (their model step was not recorded: taken as equal).
     saved = {
         "seed_per_edit": False,
+        "model_step": current["model_step"],
         **dict.fromkeys(("reward_guidance", "low_reward", "low_feedback")),
         **saved,
     }
@@ -820,6 +838,7 @@ def evaluate(
         clip_model = str(Path(clip_model).expanduser().resolve())
         if not Path(clip_model).is_dir():
             raise EvaluationError(f"{clip_model}: no such CLIP model folder")
+    model_step = _workdir_step(model_path)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise EvaluationError(f"{out}: not a folder")
@@ -855,6 +874,7 @@ def evaluate(
         reward_guidance=None if reward_guidance is None else float(reward_guidance),
         low_reward=low_scores,
         low_feedback=None if reward_guidance is None else str(low_feedback),
+        model_step=model_step,
     )
     _check_generation_settings(out, settings)
     out.mkdir(parents=True, exist_ok=True)

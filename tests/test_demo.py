@@ -83,3 +83,31 @@ def test_margins_hold_only_in_every_seed_and_beyond_the_seed_spread():
     assert vs_baseline["following"]["per_seed"] == pytest.approx([0.1, -0.2])
     assert all(r["holds"] for r in comparison["reward_555_vs_reward_111"].values())
     assert "reward_555_rg_vs_baseline" not in comparison  # not evaluated, not compared
+
+
+def test_a_run_that_trains_further_drops_its_old_evaluations_and_the_export(tmp_path, monkeypatch):
+    import argparse
+
+    from rewardedit_jax import demo
+    from rewardedit_jax.tokenizer import write_word_tokenizer
+
+    seed_dir = tmp_path / "seed0"
+    for name in ("eval_baseline", "eval_reward_555", "eval_reward_111", "eval_reward_555_rg"):
+        (seed_dir / name).mkdir(parents=True)
+    (tmp_path / demo.EXPORT_DIR).mkdir()
+    trained = {"stage1": False, "reward": True, "baseline": False}  # --stage2-steps raised, baseline done
+    monkeypatch.setattr(demo, "train", lambda config, workdir: trained[workdir.name])
+    args = argparse.Namespace(
+        data_config="tiny", resolution=32, stage1_steps=4, stage2_steps=8, sample_steps=2, limit=8
+    )
+    tokenizer = tmp_path / "tokenizer"
+    write_word_tokenizer(tokenizer, ["make", "the", "circle", "red"])
+    runs = demo.train_seed(args, tokenizer, tmp_path / "tfds", seed_dir, 0)
+    assert runs == (seed_dir / "runs" / "reward", seed_dir / "runs" / "baseline")
+    assert sorted(p.name for p in seed_dir.iterdir()) == ["eval_baseline"]
+    assert not (tmp_path / demo.EXPORT_DIR).exists()
+    # A stage 1 that trains again (a larger --stage1-steps) under existing stage-2 runs is refused.
+    (seed_dir / "runs" / "baseline" / "checkpoints").mkdir(parents=True)
+    trained["stage1"] = True
+    with pytest.raises(SystemExit, match="stage-2 runs started from an earlier stage 1; use another --out"):
+        demo.train_seed(args, tokenizer, tmp_path / "tfds", seed_dir, 0)

@@ -216,6 +216,25 @@ def test_other_generation_settings_in_the_same_folder_are_refused(oracle_run, mo
         ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **{**QUICK, "steps": 3})
 
 
+def test_edits_of_an_earlier_checkpoint_of_a_workdir_are_refused(oracle_run, synthetic_data_dir, tmp_path):
+    """A training workdir that trained further is another model: its old edits must not be reused."""
+    workdir = tmp_path / "workdir"
+    (workdir / "model").mkdir(parents=True)
+    (workdir / "model" / "rewardedit_model.json").write_text("{}")
+    (workdir / "checkpoints" / "100").mkdir(parents=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    generation = json.loads((oracle_run[0] / "generation.json").read_text())
+    generation["requested"].update(model=str(workdir.resolve()), model_step=100)
+    (out / "generation.json").write_text(json.dumps(generation))
+    (workdir / "checkpoints" / "200").mkdir()  # trained on since
+    with pytest.raises(ev.EvaluationError, match=r"other settings \(model_step 100 -> 200\)"):
+        ev.evaluate(workdir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
+    # A named checkpoint is that step.
+    with pytest.raises(ev.EvaluationError, match=r"model .* -> .*checkpoints/200'; model_step 100 -> 200"):
+        ev.evaluate(workdir / "checkpoints" / "200", "synthetic_edit", synthetic_data_dir, out, **ORACLE)
+
+
 def test_two_image_sizes_compile_exactly_twice(model_dir, real_edit_data_dir, tmp_path):
     from rewardedit_jax.sampling import load_edit_image
 
