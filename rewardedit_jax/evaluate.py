@@ -256,8 +256,8 @@ class GenerationSettings:
     reward: tuple[float, float, float] | None  # None: the model's default (5,5,5 for reward models)
     feedback: str | None
     seed_per_edit: bool = False  # edit i is seeded with seed + i (its index in the split)
-    reward_guidance: float | None = None  # None: off; then low_reward and low_feedback are None too
     model_step: int | None = None  # a training workdir's checkpoint step (its latest unless one is named)
+    reward_guidance: float | None = None  # None: off; then low_reward and low_feedback are None too
     low_reward: tuple[float, float, float] | None = None
     low_feedback: str | None = None
 
