@@ -89,6 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-jax", action="store_true")
     p.add_argument("--skip-torch", action="store_true", help="no PyTorch peer at all")
     p.add_argument("--skip-compile", action="store_true", help="no torch.compile peer (eager only)")
+    p.add_argument("--skip-eager", action="store_true", help="no eager PyTorch peer (torch.compile only)")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode for the peer's U-Net")
     p.add_argument("--cache-dir", help="JAX persistent compilation cache directory")
     p.add_argument("--side-timeout", type=float, help="seconds per side subprocess")
@@ -372,9 +373,11 @@ def main(argv=None) -> int:
 
     sides = [] if args.skip_jax else ["jax"]
     if not args.skip_torch:
-        sides.append("torch-eager")
+        # torch.compile first: it is the peer the targets are set against; eager is context.
         if not args.skip_compile:
             sides.append("torch-compile")
+        if not args.skip_eager:
+            sides.append("torch-eager")
     results = common.run_sides(
         Path(__file__).resolve(),
         sides,

@@ -6,12 +6,16 @@
 # pinned to the version the CPU tests use):
 #   ../shared/tools/device-wheels.sh flax==0.12.8
 # Then, through the device tool (each stage is sized to one call of at most 600 s):
+#   run(command="bash benchmarks/run_gpu.sh one", carry=[".whl"], timeout_s=600)    # one session's numbers
 #   run(command="bash benchmarks/run_gpu.sh core", carry=[".whl"], timeout_s=600)   # the headline numbers
 #   run(command="bash benchmarks/run_gpu.sh more", carry=[".whl"], timeout_s=600)   # 512 px, compile peer, levers
 # Without the device tool: OUT=some/dir bash benchmarks/run_gpu.sh core
 #
 # Stages (each python run gets what is left of BUDGET_S; a side that runs out is reported as timed out
 # and the table still prints):
+#   one:  what one 15-minute session can hold, the must-show comparisons first: train 256 px batch 64
+#         (ours auto attention, torch.compile), edit 512 px batch 1 (ours, U-Net under torch.compile),
+#         ours alone at batch 16 (the 560-edit throughput). About 9 min.
 #   core: train 256 px batch 64 (ours auto attention, eager, torch.compile); edit 512 px batch 1 (ours,
 #         diffusers eager). About 8-9 min: the 15 min of device time of one session fit this stage.
 #   more: train 512 px batch 16 (ours, eager, torch.compile); edit batch 1 and 8 (ours, eager, U-Net
@@ -49,11 +53,15 @@ transformers.__version__); print(jax.devices())"
 
 left() { echo $((BUDGET_S - ($(date +%s) - start))); }
 
+CAP_S=${CAP_S:-}  # optional: at most this many seconds for the next bench (then unset it)
+
 bench() {  # bench NAME MIN_SECONDS SCRIPT ARGS...: run if at least MIN_SECONDS of the budget are left
   local name=$1 need=$2 script=$3
   shift 3
   local remaining
   remaining=$(left)
+  if [[ -n $CAP_S ]] && ((remaining > CAP_S)); then remaining=$CAP_S; fi
+  CAP_S=
   if ((remaining < need)); then
     echo "### skipped $name: ${remaining}s left of ${BUDGET_S}s (needs ~${need}s)"
     return 0
@@ -65,7 +73,34 @@ bench() {  # bench NAME MIN_SECONDS SCRIPT ARGS...: run if at least MIN_SECONDS 
   echo "### $name: exit $? after $(($(date +%s) - start))s"
 }
 
+preflight() {  # one jitted forward of a tiny U-Net on the GPU; falls back to the image's flax if ours fails
+  local check='import jax, jax.numpy as jnp, flax
+from rewardedit_jax.models.unet import UNetConfig, build_unet
+from rewardedit_jax.models.layers import fill_random_
+cfg = UNetConfig.from_diffusers(dict(block_out_channels=[32], cross_attention_dim=32, attention_head_dim=4,
+    down_block_types=["CrossAttnDownBlock2D"], up_block_types=["CrossAttnUpBlock2D"], layers_per_block=1,
+    norm_num_groups=32, in_channels=8, out_channels=4))
+u = fill_random_(build_unet(cfg, dtype=jnp.bfloat16, abstract=True), seed=0)
+y = jax.jit(lambda x, t, c: u(x, t, c))(jnp.ones((2, 8, 8, 8)), jnp.array([10, 500]), jnp.ones((2, 77, 32)))
+assert bool(jnp.isfinite(y).all()), "non-finite"
+print("preflight ok:", jax.default_backend(), jax.devices()[0].device_kind, "flax", flax.__version__)'
+  if python3 -c "$check"; then return 0; fi
+  if [[ -d /tmp/site/flax ]]; then
+    echo "### preflight failed with the carried flax; retrying with the image's flax"
+    rm -rf /tmp/site/flax /tmp/site/flax-*.dist-info
+    python3 -c "$check" && return 0
+  fi
+  echo "### preflight failed: not running the benchmarks"
+  exit 1
+}
+
 case "$stage" in
+  one)  # the must-show numbers of one 15-minute session, most important first
+    preflight
+    CAP_S=300 bench train256 120 train_step.py --resolution 256 --batch 64 --attention auto --skip-eager
+    CAP_S=170 bench edit512 90 edit_latency.py --resolution 512 --batch 1 --attention auto --skip-eager
+    bench edit512_b16 60 edit_latency.py --resolution 512 --batch 16 --iters 3 --attention auto --skip-torch
+    ;;
   core)
     bench train256 120 train_step.py --resolution 256 --batch 64 --attention auto
     bench edit512 90 edit_latency.py --resolution 512 --batch 1 --attention auto --skip-compile
