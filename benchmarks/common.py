@@ -59,6 +59,141 @@ def time_calls(fn: Callable[[], Any], sync: Callable[[Any], Any], *, warmup: int
     }
 
 
+# --- kernel-time breakdown (--profile) ------------------------------------------------------------------
+
+# Kernel-name fragments (lower case) -> category, first match wins. XLA names its GPU kernels after the
+# fusion ("loop_add_fusion", "input_reduce_fusion"), cuDNN and cuBLAS after the algorithm, Inductor after
+# the kind of kernel ("triton_poi_" pointwise, "triton_red_"/"triton_per_" reductions).
+KERNEL_CATEGORIES = (
+    ("attention", ("fmha", "flash", "sdpa", "attention", "softmax")),
+    (
+        "convolution",
+        ("convolution", "cudnn-conv", "conv2d", "fprop", "dgrad", "wgrad", "implicit_gemm", "xmma_", "cudnn"),
+    ),
+    ("matmul", ("gemm", "nvjet", "cutlass", "matmul", "dot", "aten::mm", "aten::addmm", "aten::bmm")),
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+    ("copy/transpose", ("copy", "transpose", "memcpy", "memset", "concatenate", "pad")),
+    ("reduction/norm", ("reduce", "norm", "triton_red", "triton_per", "mean", "var")),
+    ("elementwise", ("loop_", "triton_poi", "elementwise", "vectorized", "fusion", "aten::")),
+)
+
+
+def kernel_category(name: str) -> str:
+    lower = name.lower()
+    for category, fragments in KERNEL_CATEGORIES:
+        if any(f in lower for f in fragments):
+            return category
+    return "other"
+
+
+def kernel_breakdown(events: Sequence[tuple[str, float]], steps: int, *, top: int = 12) -> dict:
+    """Device time per step by category and the ``top`` kernels, from ``(kernel name, seconds)`` events
+    of ``steps`` profiled steps."""
+    by_name: dict[str, float] = {}
+    for name, seconds in events:
+        by_name[name] = by_name.get(name, 0.0) + seconds
+    total = sum(by_name.values())
+    categories: dict[str, float] = {}
+    for name, seconds in by_name.items():
+        category = kernel_category(name)
+        categories[category] = categories.get(category, 0.0) + seconds
+    per_step = lambda seconds: 1e3 * seconds / max(steps, 1)  # noqa: E731
+    ranked = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
+    return {
+        "steps": steps,
+        "kernels": len(by_name),
+        "launches_per_step": len(events) / max(steps, 1),
+        "device_ms_per_step": per_step(total),
+        "categories_ms": {k: per_step(v) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])},
+        "top_ms": [[name[:90], kernel_category(name), per_step(v)] for name, v in ranked],
+    }
+
+
+def jax_kernel_events(fn: Callable[[], Any], steps: int) -> list[tuple[str, float]]:
+    """Run ``fn`` (which waits for its result) ``steps`` times under ``jax.profiler`` and return the
+    executed kernels: the GPU planes' events, or on CPU the XLA thunks (events with an ``hlo_op``)."""
+    import glob
+    import tempfile
+
+    import jax
+
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp)
+        try:
+            for _ in range(steps):
+                fn()
+        finally:
+            jax.profiler.stop_trace()
+        files = glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)
+        if not files:
+            return []
+        data = jax.profiler.ProfileData.from_file(files[0])
+        gpu = [plane for plane in data.planes if plane.name.startswith("/device:GPU")]
+        events = []
+        for plane in gpu or [plane for plane in data.planes if plane.name == "/host:CPU"]:
+            lines = list(plane.lines)
+            # GPU planes: one line per stream, and possibly summary lines ("XLA Ops", "XLA Modules")
+            # that repeat the same time: only the streams hold kernels.
+            streams = [line for line in lines if line.name.startswith("Stream")]
+            for line in streams or lines:
+                for event in line.events:
+                    if not gpu and "hlo_op" not in dict(event.stats):
+                        continue
+                    events.append((event.name, event.duration_ns * 1e-9))
+        return events
+
+
+def torch_kernel_events(fn: Callable[[], Any], steps: int) -> list[tuple[str, float]]:
+    """Run ``fn`` ``steps`` times under ``torch.profiler``: CUDA kernels, or on CPU the aten operators
+    (self time, so nested operators are not counted twice)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+    events = []
+    for event in prof.events():
+        if cuda:
+            if getattr(event, "device_type", None) == torch.autograd.DeviceType.CUDA:
+                events.append((event.name, event.time_range.elapsed_us() * 1e-6))
+        elif event.name.startswith("aten::"):
+            events.append((event.name, event.self_cpu_time_total * 1e-6))
+    return events
+
+
+def breakdown_table(results: Sequence[dict]) -> str | None:
+    """Per-side device ms per step by kernel category (sides that were profiled), then each side's top
+    kernels."""
+    profiled = [r for r in results if r.get("profile")]
+    if not profiled:
+        return None
+    categories: list[str] = []
+    for r in profiled:
+        categories += [c for c in r["profile"]["categories_ms"] if c not in categories]
+    header = ["kernel time per step (ms)", *(r.get("label", r.get("side")) for r in profiled)]
+    rows = [[c, *(fmt(r["profile"]["categories_ms"].get(c), ".1f") for r in profiled)] for c in categories]
+    rows.append(
+        ["**total device time**", *(fmt(r["profile"]["device_ms_per_step"], ".1f") for r in profiled)]
+    )
+    rows.append(
+        ["kernel launches per step", *(fmt(r["profile"]["launches_per_step"], ".0f") for r in profiled)]
+    )
+    lines = [markdown_table(header, rows)]
+    for r in profiled:
+        lines.append(f"\ntop kernels, {r.get('label', r.get('side'))} (ms per step):")
+        lines.append(
+            markdown_table(
+                ["kernel", "category", "ms"], [[n, c, f"{ms:.2f}"] for n, c, ms in r["profile"]["top_ms"]]
+            )
+        )
+    return "\n".join(lines)
+
+
 # --- memory ---------------------------------------------------------------------------------------------
 
 
@@ -170,7 +305,9 @@ def emit_result(result: dict) -> None:
     print(RESULT_PREFIX + json.dumps(result, sort_keys=True), flush=True)
 
 
-def run_side(script: Path, argv: Sequence[str], *, timeout: float | None = None) -> dict:
+def run_side(
+    script: Path, argv: Sequence[str], *, timeout: float | None = None, env: dict | None = None
+) -> dict:
     """Run ``python script *argv`` and return its ``RESULT`` dict, or ``{"error": ...}``.
 
     The side's stderr (logs, compile messages) passes through; its stdout is read for the result line.
@@ -178,7 +315,9 @@ def run_side(script: Path, argv: Sequence[str], *, timeout: float | None = None)
     cmd = [sys.executable, str(script), *argv]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=timeout)
+        proc = subprocess.run(
+            cmd, stdout=subprocess.PIPE, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - t0

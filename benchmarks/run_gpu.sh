@@ -2,9 +2,11 @@
 # The GPU protocol of benchmarks/train_step.py and benchmarks/edit_latency.py on one H100 (or H200: the
 # device line of each table says which), our JAX side and the diffusers PyTorch peer in the same run.
 #
-# Here, once (wheels for what the GPU image lacks: diffusers, importlib_metadata, ml_collections; flax
-# pinned to the version the CPU tests use):
-#   ../shared/tools/device-wheels.sh flax==0.12.8
+# Here, once (wheels for what the GPU image lacks: diffusers, importlib_metadata, ml_collections):
+#   ../shared/tools/device-wheels.sh
+# Carry no flax: the image's flax (0.12.10 on 2026-11-27) runs with its jax 0.11.2, and flax 0.12.8
+# fails to import there (jax.experimental.hijax has no HiPrimitive). The preflight drops a carried flax
+# that fails.
 # Then, through the device tool (each stage is sized to one call of at most 600 s):
 #   run(command="bash benchmarks/run_gpu.sh one", carry=[".whl"], timeout_s=600)    # one session's numbers
 #   run(command="bash benchmarks/run_gpu.sh core", carry=[".whl"], timeout_s=600)   # the headline numbers
@@ -14,8 +16,9 @@
 # Stages (each python run gets what is left of BUDGET_S; a side that runs out is reported as timed out
 # and the table still prints):
 #   one:  what one 15-minute session can hold, the must-show comparisons first: train 256 px batch 64
-#         (ours auto attention, torch.compile), edit 512 px batch 1 (ours, U-Net under torch.compile),
-#         ours alone at batch 16 (the 560-edit throughput). About 9 min.
+#         (ours auto attention, torch.compile; 3 more steps of each profiled by kernel category), edit
+#         512 px batch 1 (ours, U-Net under torch.compile), ours alone at batch 16 (the 560-edit
+#         throughput, if time is left). About 9.5 min.
 #   core: train 256 px batch 64 (ours auto attention, eager, torch.compile); edit 512 px batch 1 (ours,
 #         diffusers eager). About 8-9 min: the 15 min of device time of one session fit this stage.
 #   more: train 512 px batch 16 (ours, eager, torch.compile); edit batch 1 and 8 (ours, eager, U-Net
@@ -97,7 +100,8 @@ print("preflight ok:", jax.default_backend(), jax.devices()[0].device_kind, "fla
 case "$stage" in
   one)  # the must-show numbers of one 15-minute session, most important first
     preflight
-    CAP_S=300 bench train256 120 train_step.py --resolution 256 --batch 64 --attention auto --skip-eager
+    CAP_S=370 bench train256 120 train_step.py --resolution 256 --batch 64 --attention auto --skip-eager \
+      --profile 3
     CAP_S=170 bench edit512 90 edit_latency.py --resolution 512 --batch 1 --attention auto --skip-eager
     bench edit512_b16 60 edit_latency.py --resolution 512 --batch 16 --iters 3 --attention auto --skip-torch
     ;;

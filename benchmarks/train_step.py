@@ -89,6 +89,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-compile", action="store_true", help="no torch.compile peer (eager only)")
     p.add_argument("--skip-eager", action="store_true", help="no eager PyTorch peer (torch.compile only)")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, max-autotune...)")
+    p.add_argument(
+        "--profile", type=int, default=0, metavar="N",
+        help="after timing, profile N more steps per side and print device time by kernel category",
+    )  # fmt: skip
     p.add_argument("--cost-only", action="store_true", help="ours only: compile from abstract shapes, no run")
     p.add_argument("--lower-only", action="store_true", help="with --cost-only: FLOPs of the lowering only")
     p.add_argument("--cache-dir", help="JAX persistent compilation cache directory")
@@ -272,6 +276,9 @@ def run_jax(args) -> dict:
     loss = float(one_step())
     result.update(timing)
     result["loss"] = loss
+    if args.profile:
+        events = common.jax_kernel_events(lambda: jax.block_until_ready(one_step()), args.profile)
+        result["profile"] = common.kernel_breakdown(events, args.profile)
     result["peak_memory_bytes"] = common.jax_peak_memory_bytes()
     return result
 
@@ -369,7 +376,12 @@ def run_torch(args, compile_model: bool) -> dict:
         return loss.item()
 
     timing = common.time_calls(one_step, sync, warmup=args.warmup, iters=args.steps)
+    profile = None
+    if args.profile:
+        events = common.torch_kernel_events(lambda: sync(one_step()), args.profile)
+        profile = common.kernel_breakdown(events, args.profile)
     result = {
+        "profile": profile,
         "side": "torch-compile" if compile_model else "torch-eager",
         "label": f"diffusers {'torch.compile' if compile_model else 'eager'}",
         "params": n_params,
@@ -481,6 +493,19 @@ def main(argv=None) -> int:
         budget_s=args.budget_s,
         tag="train_step",
     )
+    ours = next((r for r in results if r.get("side") == "jax" and "error" not in r), None)
+    if ours is not None and ours.get("flops_per_step") is None:
+        # The GPU plugin (PJRT C API) has no cost analysis of a lowering: count the same graph on CPU.
+        cpu = common.run_side(
+            Path(__file__).resolve(),
+            ["--side", "jax", *common.side_argv(args), "--cost-only", "--lower-only", "--attention", "xla"],
+            timeout=600,
+            env={"JAX_PLATFORMS": "cpu"},
+        )
+        ours["flops_per_step"] = cpu.get("flops_per_step")
+        ours["flops_source"] = (
+            "CPU lowering of the same graph" if ours["flops_per_step"] else cpu.get("error")
+        )
     params = next((r["params"] for r in results if r.get("params")), None)
     title = describe(args, params)
     table, records = summarize(args, results)
@@ -497,6 +522,9 @@ def main(argv=None) -> int:
                 f"outputs {common.fmt_bytes(m['output_bytes'])} "
                 f"(aliased {common.fmt_bytes(m['alias_bytes'])}); lower {r['lower_s']:.1f} s"
             )
+    breakdown = common.breakdown_table(results)
+    if breakdown:
+        print("\n" + breakdown)
     if args.tiny or not any(common.is_gpu_device(e) for e in envs.values()):
         print("(CPU smoke numbers: they show the benchmark runs, not performance)")
     payload = {

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,12 +40,19 @@ def run_benchmark(script: str, tmp_path: Path, *flags: str) -> tuple[str, dict]:
 
 
 def table_rows(stdout: str) -> list[list[str]]:
-    rows = [line.strip("|").split("|") for line in stdout.splitlines() if line.startswith("| ")]
-    return [[cell.strip() for cell in row] for row in rows[1:]]  # without the header
+    """The rows of the first table printed (the results), without its header."""
+    rows, lines = [], iter(stdout.splitlines())
+    for line in lines:
+        if line.startswith("| "):
+            rows.append(line)
+            rows += [line for line in iter(lambda: next(lines, ""), "") if line.startswith("|")]
+            break
+    rows = [line.strip("|").split("|") for line in rows if not line.startswith("|---")]
+    return [[cell.strip() for cell in row] for row in rows[1:]]
 
 
 def test_train_step_prints_ours_and_the_pytorch_eager_peer(tmp_path):
-    stdout, payload = run_benchmark("train_step.py", tmp_path)
+    stdout, payload = run_benchmark("train_step.py", tmp_path, "--profile", "1")
     rows = {row[0]: row for row in table_rows(stdout)}
     assert "rewardedit_jax (auto attention)" in rows and "diffusers eager" in rows, stdout
     for row in rows.values():
@@ -55,6 +64,13 @@ def test_train_step_prints_ours_and_the_pytorch_eager_peer(tmp_path):
     assert ours["flops_per_step"] > 0 and ours["tflops"] > 0 and eager["tflops"] > 0
     assert ours["mfu"] is None  # MFU is a GPU number
     assert eager["ours_over_this"] > 0 and ours["ours_over_this"] == 1.0
+    # --profile: each side's kernel time by category (XLA thunks and aten operators on CPU).
+    assert "kernel time per step (ms)" in stdout and "top kernels, diffusers eager" in stdout, stdout
+    for side in (ours, eager):
+        profile = side["profile"]
+        assert profile["device_ms_per_step"] > 0 and profile["launches_per_step"] > 0, profile
+        assert sum(profile["categories_ms"].values()) == pytest.approx(profile["device_ms_per_step"])
+    assert "convolution" in eager["profile"]["categories_ms"], eager["profile"]
 
 
 def test_edit_latency_prints_ours_and_the_diffusers_pipeline(tmp_path):
