@@ -135,7 +135,8 @@ def jax_kernel_events(fn: Callable[[], Any], steps: int) -> list[tuple[str, floa
             # GPU planes: one line per stream, and possibly summary lines ("XLA Ops", "XLA Modules")
             # that repeat the same time: only the streams hold kernels.
             streams = [line for line in lines if line.name.startswith("Stream")]
-            for line in streams or lines:
+            summaries = ("XLA Modules", "XLA Ops", "Steps", "Launch Stats", "Framework", "Source", "TraceMe")
+            for line in streams or [line for line in lines if not line.name.startswith(summaries)]:
                 for event in line.events:
                     if not gpu and "hlo_op" not in dict(event.stats):
                         continue
@@ -166,12 +167,22 @@ def torch_kernel_events(fn: Callable[[], Any], steps: int) -> list[tuple[str, fl
     return events
 
 
+def profile_or_error(profile: Callable[[], dict]) -> dict:
+    """``profile()``, or ``{"error": ...}``: a profiler that fails must not lose the side's timing."""
+    try:
+        return profile()
+    except Exception as e:  # the profiler's own failures vary by backend and version
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+
+
 def breakdown_table(results: Sequence[dict]) -> str | None:
     """Per-side device ms per step by kernel category (sides that were profiled), then each side's top
     kernels."""
-    profiled = [r for r in results if r.get("profile")]
+    failed = [f"profile of {r.get('side')} failed: {r['profile']['error']}" for r in results
+              if r.get("profile") and "error" in r["profile"]]  # fmt: skip
+    profiled = [r for r in results if r.get("profile") and "error" not in r["profile"]]
     if not profiled:
-        return None
+        return "\n".join(failed) or None
     categories: list[str] = []
     for r in profiled:
         categories += [c for c in r["profile"]["categories_ms"] if c not in categories]
@@ -191,7 +202,7 @@ def breakdown_table(results: Sequence[dict]) -> str | None:
                 ["kernel", "category", "ms"], [[n, c, f"{ms:.2f}"] for n, c, ms in r["profile"]["top_ms"]]
             )
         )
-    return "\n".join(lines)
+    return "\n".join(lines + failed)
 
 
 # --- memory ---------------------------------------------------------------------------------------------

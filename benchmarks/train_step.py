@@ -277,8 +277,12 @@ def run_jax(args) -> dict:
     result.update(timing)
     result["loss"] = loss
     if args.profile:
-        events = common.jax_kernel_events(lambda: jax.block_until_ready(one_step()), args.profile)
-        result["profile"] = common.kernel_breakdown(events, args.profile)
+        result["profile"] = common.profile_or_error(
+            lambda: common.kernel_breakdown(
+                common.jax_kernel_events(lambda: jax.block_until_ready(one_step()), args.profile),
+                args.profile,
+            )
+        )
     result["peak_memory_bytes"] = common.jax_peak_memory_bytes()
     return result
 
@@ -378,8 +382,11 @@ def run_torch(args, compile_model: bool) -> dict:
     timing = common.time_calls(one_step, sync, warmup=args.warmup, iters=args.steps)
     profile = None
     if args.profile:
-        events = common.torch_kernel_events(lambda: sync(one_step()), args.profile)
-        profile = common.kernel_breakdown(events, args.profile)
+        profile = common.profile_or_error(
+            lambda: common.kernel_breakdown(
+                common.torch_kernel_events(lambda: sync(one_step()), args.profile), args.profile
+            )
+        )
     result = {
         "profile": profile,
         "side": "torch-compile" if compile_model else "torch-eager",
