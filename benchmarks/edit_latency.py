@@ -81,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, help="image side in pixels (default 512, tiny 32)")
     p.add_argument("--steps", type=int, help="sampler steps (default 30, tiny 2)")
     p.add_argument("--iters", type=int, help="timed edits per batch size; the median is reported (default 5)")
-    p.add_argument("--attention", choices=("xla", "cudnn", "auto"), default="auto")
+    p.add_argument("--attention", choices=("xla", "cudnn", "auto", "auto_padded"), default="auto")
     p.add_argument(
         "--dtype", choices=("bf16", "fp32"), default="bf16", help="both sides' weights/activations"
     )

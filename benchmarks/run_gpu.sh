@@ -22,7 +22,8 @@
 #   core: train 256 px batch 64 (ours auto attention, eager, torch.compile); edit 512 px batch 1 (ours,
 #         diffusers eager). About 8-9 min: the 15 min of device time of one session fit this stage.
 #   more: train 512 px batch 16 (ours, eager, torch.compile); edit batch 1 and 8 (ours, eager, U-Net
-#         under torch.compile); levers at 256/64 (ours only): xla attention, remat,
+#         under torch.compile); levers at 256/64 (ours only): cuDNN cross-attention through padded
+#         keys (auto_padded, profiled), xla attention, remat,
 #         --xla_gpu_enable_triton_gemm=false. Needs a second session (or a machine without the limit).
 #   smoke: the tiny CPU-mode runs on the GPU machine (wheels and imports), about 1 min.
 # Outputs under $OUT: one JSON per benchmark run, log.txt (everything), env.txt.
@@ -112,6 +113,8 @@ case "$stage" in
   more)
     bench train512 120 train_step.py --resolution 512 --batch 16 --attention auto
     bench edit512_b8 120 edit_latency.py --resolution 512 --batch 1 8 --attention auto
+    bench lever_auto_padded 90 train_step.py --resolution 256 --batch 64 --attention auto_padded --skip-torch \
+      --profile 3
     bench lever_xla_attention 90 train_step.py --resolution 256 --batch 64 --attention xla --skip-torch
     bench lever_remat 90 train_step.py --resolution 256 --batch 64 --attention auto --remat --skip-torch
     XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" \

@@ -79,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--steps", type=int, help="timed steps; the median is reported (default 10, tiny 2)")
     p.add_argument("--warmup", type=int, help="untimed steps after compilation (default 3, tiny 1)")
-    p.add_argument("--attention", choices=("xla", "cudnn", "auto"), default="auto")
+    p.add_argument("--attention", choices=("xla", "cudnn", "auto", "auto_padded"), default="auto")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="activations (params fp32)")
     p.add_argument("--no-reward", action="store_true", help="the stock IP2P U-Net (no reward modules)")
     p.add_argument("--ema", action="store_true", help="also update an EMA copy of the weights (both sides)")

@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.scheduler = ml_collections.ConfigDict()
     c.compute_dtype = "bfloat16"  # activations; parameters and optimizer state stay float32
     c.remat = "none"  # rematerialization of U-Net blocks: none | blocks
-    c.attention = "xla"  # attention implementation: xla | cudnn | auto
+    c.attention = "xla"  # attention implementation: xla | cudnn | auto | auto_padded
 
     # --- reward conditioning (Gu et al. 2024) -----------------------------------------------------------
     c.reward = ml_collections.ConfigDict()

@@ -17,7 +17,9 @@ from flax import nnx
 from rewardedit_jax.models.layers import Dtype, linear
 
 _STATE = threading.local()
-IMPLEMENTATIONS = ("xla", "cudnn", "auto")
+IMPLEMENTATIONS = ("xla", "cudnn", "auto", "auto_padded")
+# cuDNN's fused attention takes key lengths in multiples of this (REFERENCE.md section 7: KV 77 refused).
+CUDNN_KEY_MULTIPLE = 64
 
 
 def get_attention_implementation() -> str:
@@ -28,8 +30,10 @@ def get_attention_implementation() -> str:
 def attention_implementation(name: str):
     """Select the attention implementation for models traced inside this context.
 
-    ``xla`` (portable, the default), ``cudnn`` (fused flash attention, GPU only) or ``auto`` (cuDNN where
-    the shapes allow it, XLA otherwise).
+    ``xla`` (portable, the default), ``cudnn`` (fused flash attention, GPU only), ``auto`` (cuDNN where
+    the shapes allow it, XLA otherwise) or ``auto_padded`` (as ``auto``, and keys of other lengths, such
+    as the 77 text tokens of cross-attention, are zero-padded to a multiple of 64 and masked by length
+    so that cuDNN takes them too; a GPU lever to measure, see ``benchmarks/NOTES.md``).
     """
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"attention implementation {name!r} is not one of {IMPLEMENTATIONS}")
@@ -41,11 +45,33 @@ def attention_implementation(name: str):
         _STATE.implementation = previous
 
 
-def _cudnn_supported(query: jax.Array, key: jax.Array) -> bool:
+def _cudnn_supported(query: jax.Array, key: jax.Array, *, any_key_length: bool = False) -> bool:
     if jax.default_backend() != "gpu" or query.dtype not in (jnp.bfloat16, jnp.float16):
         return False
     head_dim = query.shape[-1]
-    return head_dim % 8 == 0 and head_dim <= 256 and key.shape[1] % 64 == 0
+    key_ok = any_key_length or key.shape[1] % CUDNN_KEY_MULTIPLE == 0
+    return head_dim % 8 == 0 and head_dim <= 256 and key_ok
+
+
+def padded_key_attention(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    *,
+    implementation: str,
+    multiple: int = CUDNN_KEY_MULTIPLE,
+) -> jax.Array:
+    """Attention with the keys and values zero-padded to a multiple of ``multiple`` in length and the
+    padding masked out by ``key_value_seq_lengths``: the same result as unpadded attention."""
+    length = key.shape[1]
+    pad = -length % multiple
+    if pad:
+        widths = ((0, 0), (0, pad), (0, 0), (0, 0))
+        key, value = jnp.pad(key, widths), jnp.pad(value, widths)
+    lengths = jnp.full((query.shape[0],), length, jnp.int32)
+    return jax.nn.dot_product_attention(
+        query, key, value, key_value_seq_lengths=lengths, implementation=implementation
+    )
 
 
 def dot_product_attention(
@@ -77,9 +103,14 @@ def dot_product_attention(
         probs = probs_dropout(jax.nn.softmax(scores.astype(jnp.float32), axis=-1)).astype(value.dtype)
         return jnp.einsum("bhqk,bkhd->bqhd", probs, value).astype(dtype)
     implementation = get_attention_implementation()
+    value = value.astype(query.dtype)
+    if implementation == "auto_padded":
+        plain = bias is None and mask is None and not is_causal
+        if plain and key.shape[1] % CUDNN_KEY_MULTIPLE and _cudnn_supported(query, key, any_key_length=True):
+            return padded_key_attention(query, key, value, implementation="cudnn").astype(dtype)
+        implementation = "auto"
     if implementation == "auto":
         implementation = "cudnn" if bias is None and _cudnn_supported(query, key) else "xla"
-    value = value.astype(query.dtype)
     out = jax.nn.dot_product_attention(
         query, key, value, bias=bias, mask=mask, is_causal=is_causal, implementation=implementation
     )
