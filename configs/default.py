@@ -41,7 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.scheduler = ml_collections.ConfigDict()
     c.compute_dtype = "bfloat16"  # activations; parameters and optimizer state stay float32
     c.remat = "none"  # rematerialization of U-Net blocks: none | blocks
-    c.attention = "xla"  # attention implementation: xla | cudnn | auto | auto_padded
+    # Attention: auto = cuDNN fused attention on GPUs where the shapes allow it, XLA elsewhere (CPU, TPU);
+    # xla | cudnn force one; auto_padded also pads the 77 text keys for cuDNN (a lever, benchmarks/NOTES.md).
+    c.attention = "auto"
 
     # --- reward conditioning (Gu et al. 2024) -----------------------------------------------------------
     c.reward = ml_collections.ConfigDict()

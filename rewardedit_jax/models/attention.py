@@ -23,17 +23,19 @@ CUDNN_KEY_MULTIPLE = 64
 
 
 def get_attention_implementation() -> str:
-    return getattr(_STATE, "implementation", "xla")
+    """The implementation in effect: ``auto`` unless :func:`attention_implementation` selects another."""
+    return getattr(_STATE, "implementation", "auto")
 
 
 @contextlib.contextmanager
 def attention_implementation(name: str):
     """Select the attention implementation for models traced inside this context.
 
-    ``xla`` (portable, the default), ``cudnn`` (fused flash attention, GPU only), ``auto`` (cuDNN where
-    the shapes allow it, XLA otherwise) or ``auto_padded`` (as ``auto``, and keys of other lengths, such
-    as the 77 text tokens of cross-attention, are zero-padded to a multiple of 64 and masked by length
-    so that cuDNN takes them too; a GPU lever to measure, see ``benchmarks/NOTES.md``).
+    ``xla`` (portable), ``cudnn`` (fused flash attention, GPU only), ``auto`` (the default: cuDNN where
+    the backend and shapes allow it, XLA otherwise, so CPU and TPU run XLA) or ``auto_padded`` (as
+    ``auto``, and keys of other lengths, such as the 77 text tokens of cross-attention, are zero-padded
+    to a multiple of 64 and masked by length so that cuDNN takes them too; a GPU lever to measure, see
+    ``benchmarks/NOTES.md``).
     """
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"attention implementation {name!r} is not one of {IMPLEMENTATIONS}")
