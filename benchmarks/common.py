@@ -132,11 +132,18 @@ def jax_kernel_events(fn: Callable[[], Any], steps: int) -> list[tuple[str, floa
         events = []
         for plane in gpu or [plane for plane in data.planes if plane.name == "/host:CPU"]:
             lines = list(plane.lines)
-            # GPU planes: one line per stream, and possibly summary lines ("XLA Ops", "XLA Modules")
-            # that repeat the same time: only the streams hold kernels.
+            # Raw GPU traces hold one line per CUDA stream; processed device planes hold "XLA Ops" (and
+            # "Async XLA Ops") beside summaries that repeat the same time ("XLA Modules", "Steps").
             streams = [line for line in lines if line.name.startswith("Stream")]
-            summaries = ("XLA Modules", "XLA Ops", "Steps", "Launch Stats", "Framework", "Source", "TraceMe")
-            for line in streams or [line for line in lines if not line.name.startswith(summaries)]:
+            ops = [line for line in lines if line.name in ("XLA Ops", "Async XLA Ops")]
+            summaries = ("XLA Modules", "Steps", "Launch Stats", "Framework", "Source", "TraceMe")
+            chosen = streams or ops or [line for line in lines if not line.name.startswith(summaries)]
+            print(
+                f"[profile] {plane.name}: lines {[line.name for line in lines]}; "
+                f"counted {[line.name for line in chosen]}",
+                file=sys.stderr,
+            )
+            for line in chosen:
                 for event in line.events:
                     if not gpu and "hlo_op" not in dict(event.stats):
                         continue
