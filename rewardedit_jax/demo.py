@@ -41,10 +41,18 @@ def _log(msg: str) -> None:
 
 
 def build_dataset(data_dir: Path, config_name: str) -> None:
-    if (data_dir / "synthetic_edit" / config_name).is_dir():
-        _log(f"synthetic_edit/{config_name} already built in {data_dir}")
+    from rewardedit_jax.data.synthetic import DATASET_VERSION
+
+    built = data_dir / "synthetic_edit" / config_name
+    if (built / DATASET_VERSION).is_dir():
+        _log(f"synthetic_edit/{config_name} {DATASET_VERSION} already built in {data_dir}")
         return
-    _log(f"building synthetic_edit/{config_name} with tfds build")
+    if built.is_dir():  # runs trained on another version would be compared with new test edits
+        raise SystemExit(
+            f"error: {built} holds another version of synthetic_edit than {DATASET_VERSION}; "
+            "use another --out"
+        )
+    _log(f"building synthetic_edit/{config_name} {DATASET_VERSION} with tfds build")
     tfds = Path(sys.executable).with_name("tfds")
     cmd = [
         str(tfds) if tfds.exists() else "tfds",

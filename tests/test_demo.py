@@ -111,3 +111,17 @@ def test_a_run_that_trains_further_drops_its_old_evaluations_and_the_export(tmp_
     trained["stage1"] = True
     with pytest.raises(SystemExit, match="stage-2 runs started from an earlier stage 1; use another --out"):
         demo.train_seed(args, tokenizer, tmp_path / "tfds", seed_dir, 0)
+
+
+def test_an_out_dir_built_with_another_data_version_is_refused(tmp_path, monkeypatch):
+    from rewardedit_jax import demo
+    from rewardedit_jax.data import synthetic
+
+    (tmp_path / "synthetic_edit" / "16px" / "0.9.0").mkdir(parents=True)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("tfds build must not start"))
+    with pytest.raises(
+        SystemExit, match=f"another version of synthetic_edit than {synthetic.DATASET_VERSION}"
+    ):
+        demo.build_dataset(tmp_path, "16px")
+    (tmp_path / "synthetic_edit" / "16px" / synthetic.DATASET_VERSION).mkdir()
+    demo.build_dataset(tmp_path, "16px")  # already built: returns without building

@@ -14,6 +14,7 @@ from fixtures_sd import save_tiny_tokenizer
 from PIL import Image
 
 from rewardedit_jax import evaluate as ev
+from rewardedit_jax.data import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the TFDS builders import as `tfds_builders.<name>...`
@@ -112,7 +113,8 @@ def test_oracle_evaluation_writes_results_json_and_report(oracle_run):
     assert results["overall"]["n"] == LIMIT and results["overall"]["failed"] == 0
     assert sum(b["n"] for b in results["by_edit_type"].values()) == LIMIT
     config = results["config"]
-    assert config["benchmark"] == "synthetic_edit/tiny/1.0.0" and config["judge"] == "oracle"
+    assert config["benchmark"] == f"synthetic_edit/tiny/{synthetic.DATASET_VERSION}"
+    assert config["judge"] == "oracle"
     assert config["generation"]["steps"] == 2 and config["generation"]["seed"] == 42
     assert config["generation"]["resolution"] is None  # native size
     assert config["yes_threshold"] == 4.0 and config["reward_condition"] is None  # a stock model

@@ -60,6 +60,19 @@ def test_blurred_target_scores_lower_on_quality():
     assert judgment["following"]["score"] >= 4.0
 
 
+@pytest.mark.parametrize("wash", [synthetic.WASH[0], synthetic.WASH[1]])
+def test_washed_out_target_snaps_back_and_scores_lower_on_quality_only(wash):
+    """Faded colours (the `washed_out` corruption at its extremes) keep every pixel's palette colour."""
+    for index in range(8):
+        example = synthetic.generate(CONFIG, "test", index)
+        target = example.target.astype(np.float32)
+        faded = np.clip(np.round(target + wash * (synthetic.WASH_GREY - target)), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(oracle.snap_to_palette(faded), example.target)
+        judgment = scores(oracle.judge_edit(example.source, faded, example.target))
+        assert judgment["following"] == judgment["preserving"] == 5.0
+        assert judgment["quality"] < (3.0 if wash == synthetic.WASH[0] else 1.8), (index, judgment)
+
+
 def test_oracle_reproduces_the_stored_training_labels():
     """The oracle re-derives the labels of imperfect train edits (it must estimate the clean image)."""
     differences = []

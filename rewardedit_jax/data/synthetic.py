@@ -13,7 +13,7 @@ triangle) in six clearly distinct colours at positions of a 3x3 grid; an edit is
 | `background` | "change the background to blue", "make the background blue" |
 
 The correct result (`target`) is rendered from the edited scene. In the `train` split a fraction
-(`corruption_fraction`, default 0.6) of the edits are deliberately imperfect, each failing one perspective
+(`corruption_fraction`, default 0.7) of the edits are deliberately imperfect, each failing one perspective
 (and with probability `second_corruption_probability` a second one), so that every low score has an
 unambiguous cause:
 
@@ -22,7 +22,12 @@ unambiguous cause:
 - detail preserving: `other_recolor` (another object changes colour), `background_change` (the background
   changes too; recolor/add only), `distractor` (an unrequested small shape appears; not with background
   edits, which change every background pixel);
-- generation quality: `noise` (Gaussian, sigma 0.03..0.2), `blur` (Gaussian, sigma 0.7..1.6 px at 32 px).
+- generation quality: `noise` (Gaussian, sigma 0.03..0.2), `blur` (Gaussian, sigma 0.7..1.6 px at 32 px),
+  `washed_out` (every colour moved 25..50% of the way to mid grey).
+
+The first corruption is drawn from all those applicable to the edit with the weights `CORRUPTION_WEIGHTS`
+(`background_change` 8, `washed_out` 2, `no_edit` 0.5, the others 1); a second one from another
+perspective.
 
 The `edited` image is the corrupted `content` image (following and preserving corruptions) after the
 quality degradation. Scores are computed from the measured ground-truth error, on the 0..5 scale, rounded
@@ -35,7 +40,8 @@ tau = 0.25, and M the pixels the correct edit changes (d(source, target) > 0),
     quality    = 5 * clip((PSNR(edited, content) - 12 dB) / 20 dB, 0, 1)                (5 if identical)
 
 so a wrong colour gives following 0, half an edit about 2.5, another object recoloured preserving about 2,
-a changed background 0, noise of sigma 0.03 quality about 4.5 and of 0.2 about 0.7. A perspective with score
+a changed background 0, noise of sigma 0.03 quality about 4.5 and of 0.2 about 0.7, washed-out colours
+1.0..2.6. A perspective with score
 5.0 gets the text "There are no noticeable negative aspects." (`perfect_text`); otherwise a short
 RewardEdit-style failure description ("The circle is yellow instead of red.", "The image is blurry.").
 The `test` split holds correct edits only (scores 5, 5, 5). Everything is a deterministic function of
@@ -53,6 +59,8 @@ import numpy as np
 from rewardedit_jax.data import images
 
 PERFECT_TEXT = "There are no noticeable negative aspects."
+# The `synthetic_edit` builder's version: a change of what `generate` returns for some index bumps it.
+DATASET_VERSION = "1.1.0"
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -77,9 +85,16 @@ SPLITS = {"train": 0, "test": 1}
 
 FOLLOWING_CORRUPTIONS = ("wrong_color", "incomplete", "no_edit")
 PRESERVING_CORRUPTIONS = ("other_recolor", "background_change", "distractor")
-QUALITY_CORRUPTIONS = ("noise", "blur")
+QUALITY_CORRUPTIONS = ("noise", "blur", "washed_out")
 CORRUPTIONS = {"following": FOLLOWING_CORRUPTIONS, "preserving": PRESERVING_CORRUPTIONS}
 CORRUPTIONS["quality"] = QUALITY_CORRUPTIONS
+# Relative weights of a perspective's applicable corruptions (1 if not listed). A small model reproduces
+# the corruptions that change a whole region the same way (a changed background, faded colours) at about
+# their training rate, and the random small ones (another shape recoloured, a distractor, pixel noise)
+# hardly at all (README, "Offline demo"); these two weigh more so that a model trained without rewards
+# learns failures that a reward-conditioned one can avoid. An unchanged image (`no_edit`) weighs less: it
+# keeps every pixel outside the edit, so a model that learns to skip edits gains preserving for it.
+CORRUPTION_WEIGHTS = {"background_change": 8.0, "washed_out": 2.0, "no_edit": 0.5}
 
 TEMPLATES = {
     "recolor": (
@@ -101,6 +116,8 @@ JITTER = 0.03
 DISTRACTOR_SIZE = 0.28
 NOISE_SIGMA = (0.03, 0.2)
 BLUR_SIGMA_AT_32PX = (0.7, 1.6)
+WASH = (0.25, 0.5)  # washed_out: share of the way to mid grey; below 0.55 every palette colour snaps back
+WASH_GREY = 128.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +125,7 @@ class SyntheticConfig:
     """resolution: image side in pixels; corruption_fraction: imperfect share of `train` edits."""
 
     resolution: int = 32
-    corruption_fraction: float = 0.6
+    corruption_fraction: float = 0.7
     second_corruption_probability: float = 0.25
     perfect_text: str = PERFECT_TEXT
     seed: int = 0
@@ -281,6 +298,13 @@ def _choice(rng: np.random.Generator, options: Sequence):
     return options[int(rng.integers(len(options)))]
 
 
+def _corruption_choice(rng: np.random.Generator, options: Sequence, kinds: Sequence[str] | None = None):
+    """One of ``options``, drawn with the `CORRUPTION_WEIGHTS` of ``kinds`` (default: the options)."""
+    kinds = options if kinds is None else kinds
+    weights = np.asarray([CORRUPTION_WEIGHTS.get(k, 1.0) for k in kinds], np.float64)
+    return options[int(np.searchsorted(np.cumsum(weights), rng.random() * weights.sum(), side="right"))]
+
+
 def _other_colors(*excluded: str) -> list[str]:
     return [c for c in COLORS if c not in excluded]
 
@@ -376,13 +400,19 @@ def _is_subject(shape: Shape, edit: Edit) -> bool:
 
 
 def sample_corruptions(rng: np.random.Generator, edit: Edit, source: Scene, config: SyntheticConfig) -> tuple:
-    """Corruption names, at most one per perspective; `incomplete` is never combined with a preserving one."""
+    """Corruption names, at most one per perspective; `incomplete` is never combined with a preserving one.
+
+    The first is drawn from every corruption applicable to the edit, with `CORRUPTION_WEIGHTS`; a second
+    one (probability `second_corruption_probability`) from another perspective, drawn uniformly, and then
+    from its corruptions with the weights.
+    """
     perspectives = [p for p in CORRUPTIONS if _applicable(p, edit, source)]
-    first = _choice(rng, perspectives)
-    chosen = [(first, _choice(rng, _applicable(first, edit, source)))]
+    pairs = [(p, kind) for p in perspectives for kind in _applicable(p, edit, source)]
+    chosen = [_corruption_choice(rng, pairs, [kind for _, kind in pairs])]
+    first = chosen[0][0]
     if rng.random() < config.second_corruption_probability:
         second = _choice(rng, [p for p in perspectives if p != first])
-        kind = _choice(rng, _applicable(second, edit, source))
+        kind = _corruption_choice(rng, _applicable(second, edit, source))
         pair = {first: chosen[0][1], second: kind}
         if not ("preserving" in pair and pair.get("following") == "incomplete"):
             chosen.append((second, kind))
@@ -452,6 +482,10 @@ def _degrade(kind: str, rng, content: np.ndarray, resolution: int, facts: dict) 
         sigma = float(rng.uniform(*NOISE_SIGMA))
         facts["noise_sigma"] = sigma
         image = image + rng.normal(0.0, sigma, size=image.shape).astype(np.float32)
+    elif kind == "washed_out":
+        amount = float(rng.uniform(*WASH))
+        facts["wash"] = amount
+        image = image + amount * (WASH_GREY / 255.0 - image)
     else:
         sigma = float(rng.uniform(*BLUR_SIGMA_AT_32PX)) * resolution / 32
         facts["blur_sigma"] = sigma
@@ -506,6 +540,8 @@ def _quality_text(corruptions: Sequence[str], score: float) -> str:
         return f"The image is {degree}noisy and grainy."
     if "blur" in corruptions:
         return f"The image is {degree}blurry."
+    if "washed_out" in corruptions:
+        return f"The colors are {degree}washed out."
     return "The image has visible artifacts."
 
 

@@ -10,7 +10,7 @@ import pytest
 from fixtures_pipeline import save_tiny_ip2p_pipeline
 
 from rewardedit_jax import convert
-from rewardedit_jax.data import images, latent_cache, pipeline
+from rewardedit_jax.data import images, latent_cache, pipeline, synthetic
 from rewardedit_jax.data.precompute import main as precompute_main
 
 DATASET = "synthetic_edit/tiny"  # 48 train / 16 test examples, 32x32.
@@ -75,7 +75,7 @@ def test_cache_info_describes_the_cache(cache, model):
     info = json.loads((cache / latent_cache.INFO_FILE).read_text())
     assert info["format_version"] == latent_cache.FORMAT_VERSION
     assert (info["dataset"], info["split"], info["num_examples"]) == (
-        "synthetic_edit/tiny/1.0.0",
+        f"synthetic_edit/tiny/{synthetic.DATASET_VERSION}",
         "train",
         48,
     )

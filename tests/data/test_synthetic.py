@@ -57,6 +57,18 @@ def test_every_corruption_occurs_with_every_edit_type_it_applies_to(train_exampl
     assert seen == every - not_applicable
 
 
+def test_corruptions_are_drawn_with_their_weights():
+    rng = np.random.default_rng(0)
+    options = ["other_recolor", "background_change", "distractor"]
+    draws = collections.Counter(synthetic._corruption_choice(rng, options) for _ in range(7000))
+    weights = {o: synthetic.CORRUPTION_WEIGHTS.get(o, 1.0) for o in options}
+    assert weights["background_change"] > 1.0
+    for option in options:
+        expected = weights[option] / sum(weights.values())
+        assert abs(draws[option] / 7000 - expected) < 0.02, (option, draws)
+    assert synthetic._corruption_choice(rng, ["noise"]) == "noise"
+
+
 def test_corruption_fraction_is_about_the_configured_share(train_examples):
     share = np.mean([bool(e.corruptions) for e in train_examples])
     assert abs(share - CONFIG.corruption_fraction) < 0.06
@@ -113,6 +125,8 @@ def test_texts_name_the_failure(train_examples):
             assert "noisy" in quality
         if e.corruptions == ("blur",) and e.reward_scores[2] < 5:
             assert "blurry" in quality
+        if e.corruptions == ("washed_out",):
+            assert "washed out" in quality
 
 
 def test_perfect_text_is_configurable():

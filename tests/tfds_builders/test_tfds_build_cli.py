@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from rewardedit_jax.data import fixtures, manual
+from rewardedit_jax.data import fixtures, manual, synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TFDS = str(Path(sys.executable).with_name("tfds"))
@@ -108,7 +108,8 @@ def test_real_edit_build_counts_and_edit_types(built, tmp_path):
 
 def test_synthetic_edit_build_has_both_splits_and_all_features(built):
     data_dir, _ = built
-    builder = tfds.builder_from_directory(data_dir / "synthetic_edit/synthetic_edit/tiny/1.0.0")
+    version = synthetic.DATASET_VERSION
+    builder = tfds.builder_from_directory(data_dir / f"synthetic_edit/synthetic_edit/tiny/{version}")
     assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 48, "test": 16}
     reward_edit_features = [
         "key",

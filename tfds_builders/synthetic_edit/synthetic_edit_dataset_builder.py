@@ -23,7 +23,7 @@ class SyntheticEditConfig(tfds.core.BuilderConfig):
     resolution: int = 32
     num_train: int = 20_000
     num_test: int = 512
-    corruption_fraction: float = 0.6
+    corruption_fraction: float = 0.7
     seed: int = 0
 
     def generator_config(self) -> synthetic.SyntheticConfig:
@@ -41,8 +41,11 @@ def _config(name: str, resolution: int, num_train: int, num_test: int, descripti
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Synthetic RewardEdit-style edits: shapes, colours, backgrounds; imperfect train edits with rewards."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version(synthetic.DATASET_VERSION)
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "washed_out quality corruption; corruptions drawn with synthetic.CORRUPTION_WEIGHTS.",
+    }
     BUILDER_CONFIGS = [
         _config("16px", 16, 20_000, 512, "16x16 images, 20000 train / 512 test edits."),
         _config("32px", 32, 20_000, 512, "32x32 images, 20000 train / 512 test edits (default)."),
