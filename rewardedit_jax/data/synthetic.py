@@ -41,9 +41,9 @@ tau = 0.25, and M the pixels the correct edit changes (d(source, target) > 0),
 
 so a wrong colour gives following 0, half an edit about 2.5, another object recoloured preserving about 2,
 a changed background 0, noise of sigma 0.03 quality about 4.5 and of 0.2 about 0.7, washed-out colours
-1.0..2.6. A perspective with score
-5.0 gets the text "There are no noticeable negative aspects." (`perfect_text`); otherwise a short
-RewardEdit-style failure description ("The circle is yellow instead of red.", "The image is blurry.").
+0.2..2.7 (mean 1.3). A perspective with score 5.0 gets the text "There are no noticeable negative
+aspects." (`perfect_text`); otherwise a short RewardEdit-style failure description ("The circle is yellow
+instead of red.", "The image is blurry.").
 The `test` split holds correct edits only (scores 5, 5, 5). Everything is a deterministic function of
 (seed, split, index).
 """
@@ -88,7 +88,7 @@ PRESERVING_CORRUPTIONS = ("other_recolor", "background_change", "distractor")
 QUALITY_CORRUPTIONS = ("noise", "blur", "washed_out")
 CORRUPTIONS = {"following": FOLLOWING_CORRUPTIONS, "preserving": PRESERVING_CORRUPTIONS}
 CORRUPTIONS["quality"] = QUALITY_CORRUPTIONS
-# Relative weights of a perspective's applicable corruptions (1 if not listed). A small model reproduces
+# Relative weights of the corruptions applicable to an edit (1 if not listed). A small model reproduces
 # the corruptions that change a whole region the same way (a changed background, faded colours) at about
 # their training rate, and the random small ones (another shape recoloured, a distractor, pixel noise)
 # hardly at all (README, "Offline demo"); these two weigh more so that a model trained without rewards
