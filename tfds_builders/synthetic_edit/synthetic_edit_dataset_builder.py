@@ -23,7 +23,7 @@ class SyntheticEditConfig(tfds.core.BuilderConfig):
     resolution: int = 32
     num_train: int = 20_000
     num_test: int = 512
-    corruption_fraction: float = 0.7
+    corruption_fraction: float = synthetic.SyntheticConfig.corruption_fraction
     seed: int = 0
 
     def generator_config(self) -> synthetic.SyntheticConfig:
@@ -44,7 +44,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version(synthetic.DATASET_VERSION)
     RELEASE_NOTES = {
         "1.0.0": "Initial release.",
-        "1.1.0": "washed_out quality corruption; corruptions drawn with synthetic.CORRUPTION_WEIGHTS.",
+        "1.1.0": "70% imperfect train edits; washed_out quality corruption; corruptions drawn with "
+        "synthetic.CORRUPTION_WEIGHTS.",
     }
     BUILDER_CONFIGS = [
         _config("16px", 16, 20_000, 512, "16x16 images, 20000 train / 512 test edits."),
