@@ -52,6 +52,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- diffusion training ------------------------------------------------------------------------------
     c.cfg_dropout_prob = 0.05  # p: text dropped for u < 2p, source image dropped for p <= u < 3p
+    # Training timesteps: uniform over [0, T) (official); a share high_noise_fraction of them is drawn from
+    # [high_noise_from, T) instead, where only the instruction tells what the result looks like.
+    c.timesteps = ml_collections.ConfigDict()
+    c.timesteps.high_noise_fraction = 0.0
+    c.timesteps.high_noise_from = 900
 
     # --- optimizer (AdamW, official values) --------------------------------------------------------------
     c.learning_rate = 5e-5

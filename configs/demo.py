@@ -32,6 +32,14 @@ def get_config():
     c.data.resolution = 16
     c.data.read_threads = 2
     c.data.flip = False  # instructions say left/right
+    # Only the noisiest timesteps teach the instruction: below about t=900 the model reads the result's
+    # colours from x_t. Uniform timesteps give them a tenth of the steps, and after 800 steps of stage 1
+    # the instruction changed nothing (edit-region error of the t=999 prediction 1.93 with the right colour
+    # word, 1.97 with a wrong one); with 30% of the timesteps drawn from [900, 1000) 1.59 against 2.04,
+    # and the oracle scores of the same stage 1 rose from F 0.78, P 2.55, Q 1.84 to 1.00, 3.11, 1.77
+    # (50%: 1.39 against 2.18; F 0.95, P 3.18, Q 1.56).
+    c.timesteps.high_noise_fraction = 0.3
+    c.timesteps.high_noise_from = 900
     c.model.in_channels = 6  # noisy image (3) + source image (3)
     # Pixel space at 16x16 needs a schedule that reaches pure noise: with SD's scaled_linear betas
     # (terminal SNR 0.005) a 16-pixel image keeps its colours at t=999, the model learns to read them from

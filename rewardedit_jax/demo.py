@@ -85,6 +85,26 @@ def dataset_words(data_dir: Path, name: str) -> list[str]:
     return sorted(w for w in words if w)
 
 
+def prepare_tokenizer(folder: Path, words: list[str]) -> None:
+    """Write the word tokenizer, or check that the one in ``folder`` spells each word as one token.
+
+    Earlier demos wrote tokenizers that split some words ("change", "triangle") into several tokens;
+    models trained with them are not what the README reports, so their output folders are refused.
+    """
+    from rewardedit_jax.tokenizer import load_tokenizer, write_word_tokenizer
+
+    if not (folder / "vocab.json").is_file():
+        write_word_tokenizer(folder, words)
+        return
+    backend = load_tokenizer(folder).backend
+    split = [w for w in words if len(backend.tokenize(w)) != 1]
+    if split:
+        raise SystemExit(
+            f"error: {folder} splits words of the dataset into several tokens ({', '.join(split[:3])}): "
+            "it was written by an earlier version of the demo; use another --out"
+        )
+
+
 def _config(args, tokenizer_dir: Path, data_dir: Path, *, reward: bool, steps: int, seed: int, init_from=""):
     sys.path.insert(0, str(REPO))
     from configs import demo as demo_config
@@ -390,10 +410,7 @@ def main(argv=None) -> int:
     data_dir = out / "tfds"
     build_dataset(data_dir, args.data_config)
     tokenizer_dir = out / "tokenizer"
-    if not (tokenizer_dir / "vocab.json").is_file():
-        from rewardedit_jax.tokenizer import write_word_tokenizer
-
-        write_word_tokenizer(tokenizer_dir, dataset_words(data_dir, f"synthetic_edit/{args.data_config}"))
+    prepare_tokenizer(tokenizer_dir, dataset_words(data_dir, f"synthetic_edit/{args.data_config}"))
 
     per_seed, seed_seconds = {}, {}
     for seed in args.seeds:

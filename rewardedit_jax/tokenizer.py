@@ -110,12 +110,33 @@ def _byte_chars() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
+def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding as CLIP's tokenizer applies it: merge the best-ranked adjacent pair until none."""
+    pieces = list(pieces)
+    while len(pieces) > 1:
+        pairs = [(ranks.get(pair, len(ranks)), pair) for pair in zip(pieces, pieces[1:])]
+        rank, (a, b) = min(pairs)
+        if rank == len(ranks):
+            break
+        merged, i = [], 0
+        while i < len(pieces):
+            if i + 1 < len(pieces) and pieces[i] == a and pieces[i + 1] == b:
+                merged.append(a + b)
+                i += 2
+            else:
+                merged.append(pieces[i])
+                i += 1
+        pieces = merged
+    return pieces
+
+
 def write_word_tokenizer(folder: str | Path, words: Sequence[str], *, max_length: int = 77) -> Path:
-    """Write a small CLIP BPE tokenizer whose vocabulary spells ``words`` with few tokens.
+    """Write a small CLIP BPE tokenizer that spells each of ``words`` as one token.
 
     For models trained from scratch on a closed vocabulary (the synthetic offline demo): byte tokens plus
-    left-to-right merges for each (lower-case) word, CLIP's special tokens, ``model_max_length``. Loads with
-    ``load_tokenizer`` and with transformers' ``CLIPTokenizer`` (so exported pipelines carry it).
+    the merges that spell each (lower-case) word as one token, CLIP's special tokens, ``model_max_length``.
+    Loads with ``load_tokenizer`` and with transformers' ``CLIPTokenizer`` (so exported pipelines carry
+    it).
     """
     import json
 
@@ -123,19 +144,20 @@ def write_word_tokenizer(folder: str | Path, words: Sequence[str], *, max_length
     folder.mkdir(parents=True, exist_ok=True)
     byte_chars = _byte_chars()
     tokens = byte_chars + [c + "</w>" for c in byte_chars]
-    merges: list[tuple[str, str]] = []
-    seen_tokens, seen_merges = set(tokens), set()
+    seen_tokens = set(tokens)
+    ranks: dict[tuple[str, str], int] = {}
     for word in sorted({w.lower() for w in words if w}):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        current = pieces[0]
-        for piece in pieces[1:]:
-            if (current, piece) not in seen_merges:
-                merges.append((current, piece))
-                seen_merges.add((current, piece))
-            current = current + piece
-            if current not in seen_tokens:
-                tokens.append(current)
-                seen_tokens.add(current)
+        spelled = [byte_chars[b] for b in word.encode("utf-8")]
+        pieces = _bpe([*spelled[:-1], spelled[-1] + "</w>"], ranks)
+        # Each merge added ranks after all earlier ones, so it applies only where they no longer do: the
+        # words already spelled as one token keep their spelling, and this one ends as one token.
+        while len(pieces) > 1:
+            ranks[(pieces[0], pieces[1])] = len(ranks)
+            if pieces[0] + pieces[1] not in seen_tokens:
+                tokens.append(pieces[0] + pieces[1])
+                seen_tokens.add(pieces[0] + pieces[1])
+            pieces = _bpe(pieces, ranks)
+    merges = sorted(ranks, key=ranks.__getitem__)
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))

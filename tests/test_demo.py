@@ -125,3 +125,20 @@ def test_an_out_dir_built_with_another_data_version_is_refused(tmp_path, monkeyp
         demo.build_dataset(tmp_path, "16px")
     (tmp_path / "synthetic_edit" / "16px" / synthetic.DATASET_VERSION).mkdir()
     demo.build_dataset(tmp_path, "16px")  # already built: returns without building
+
+
+def test_an_out_dir_with_a_tokenizer_that_splits_words_is_refused(tmp_path):
+    import json
+
+    from rewardedit_jax import demo
+
+    words = ["change", "the", "triangle", "to", "yellow"]
+    folder = tmp_path / "tokenizer"
+    demo.prepare_tokenizer(folder, words)
+    demo.prepare_tokenizer(folder, words)  # written by this version: accepted as it is
+    # An earlier demo's tokenizer: "triangle" has no merges past "tri" and is spelled with several tokens.
+    merges = (folder / "merges.txt").read_text().splitlines()
+    (folder / "merges.txt").write_text("\n".join(m for m in merges if not m.startswith("tri")) + "\n")
+    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 77
+    with pytest.raises(SystemExit, match=r"into several tokens \(triangle\): it was written by an earlier"):
+        demo.prepare_tokenizer(folder, words)

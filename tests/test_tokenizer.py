@@ -92,3 +92,30 @@ def test_missing_folder_and_unset_max_length_are_errors(tmp_path):
     with pytest.raises(ConversionError, match="model_max_length"):
         load_tokenizer(tmp_path)
     assert load_tokenizer(tmp_path, max_length=77)("x").shape == (1, 77)
+
+
+def test_word_tokenizer_spells_every_word_as_one_token(tmp_path):
+    """Words that share prefixes and inner pairs ("an" in "change", "triangle") still end as one token,
+    with CLIPTokenizer's merge order, and a sentence is its words between start and end of text."""
+    from transformers import CLIPTokenizer
+
+    from rewardedit_jax.data import synthetic
+    from rewardedit_jax.tokenizer import write_word_tokenizer
+
+    words = {w.lower() for texts in synthetic.TEMPLATES.values() for t in texts for w in t.split()}
+    words = {w for w in words if not w.startswith("{")} | set(synthetic.SHAPES) | set(synthetic.COLORS)
+    words |= {w for slot in synthetic.SLOTS for w in slot.split()} | {"an", "and", "changed", "naïve"}
+    folder = write_word_tokenizer(tmp_path / "tok", sorted(words), max_length=16)
+    backend = CLIPTokenizer.from_pretrained(str(folder))
+    spelled = {w: backend.tokenize(w) for w in words}
+    assert {w: len(t) for w, t in spelled.items()} == {w: 1 for w in words}
+    decoded = {w: backend.decode(backend.convert_tokens_to_ids(t)).strip() for w, t in spelled.items()}
+    assert decoded == {w: w for w in words}
+    tok = load_tokenizer(folder)
+    ids = tok("change the color of the triangle to yellow")[0]
+    assert ids.shape == (16,)
+    assert backend.convert_ids_to_tokens(ids[:10].tolist()) == [
+        "<|startoftext|>",
+        *(w + "</w>" for w in "change the color of the triangle to yellow".split()),
+        "<|endoftext|>",
+    ]

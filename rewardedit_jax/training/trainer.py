@@ -87,6 +87,17 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> tuple[i
         raise ConfigError(f"config.model.scheduler: {e}") from None
     if config.remat not in ("none", "blocks"):
         raise ConfigError(f"config.remat must be none or blocks, got {config.remat!r}")
+    ts = config.timesteps
+    if not 0.0 <= ts.high_noise_fraction <= 1.0:
+        raise ConfigError(
+            f"config.timesteps.high_noise_fraction must be in [0, 1], got {ts.high_noise_fraction}"
+        )
+    steps = dict(NoiseSchedule.sd15().config, **scheduler_overrides(config))["num_train_timesteps"]
+    if not 0 <= ts.high_noise_from < steps:
+        raise ConfigError(
+            f"config.timesteps.high_noise_from must be in [0, {steps}) (the training timesteps), "
+            f"got {ts.high_noise_from}"
+        )
     if not config.init_from and not config.model.unet:
         raise ConfigError("config.init_from is empty and config.model.unet gives no config for random init")
     if config.init_from and not Path(config.init_from).exists():
@@ -406,6 +417,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         grad_accum_steps=config.grad_accum_steps,
         ema_max_decay=config.ema.max_decay if config.ema.enabled else None,
         compute_dtype=compute,
+        high_noise_fraction=config.timesteps.high_noise_fraction,
+        high_noise_from=config.timesteps.high_noise_from,
     )
     models.unet.remat = config.remat == "blocks"
     unet_g, params, unet_rngs = nnx.split(models.unet, nnx.Param, ...)
@@ -661,6 +674,8 @@ def compile_abstract(config: ml_collections.ConfigDict, *, mesh=None):
         grad_accum_steps=config.grad_accum_steps,
         ema_max_decay=config.ema.max_decay if config.ema.enabled else None,
         compute_dtype=compute,
+        high_noise_fraction=config.timesteps.high_noise_fraction,
+        high_noise_from=config.timesteps.high_noise_from,
     )
     train_step = step_lib.make_train_step(
         step_lib.Models(unet_g, vae_g, te_g), step_cfg, optimizer, step_lib.learning_rate_schedule(config)

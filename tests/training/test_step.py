@@ -170,3 +170,18 @@ def test_bfloat16_training_tracks_float32_over_a_few_steps(setup):
     # The comparison can tell the precisions apart, and the steps trained (the losses moved).
     assert got != want
     assert want[-1] < 0.8 * want[0], want
+
+
+def test_high_noise_fraction_draws_that_share_of_timesteps_from_the_noisiest_range():
+    key = jax.random.key(0)
+    uniform = step_lib.sample_timesteps(key, 20000, _config(1))
+    assert uniform.min() >= 0 and uniform.max() == 999
+    assert abs(float(np.mean(np.asarray(uniform) >= 900)) - 0.1) < 0.01
+    cfg = dataclasses.replace(_config(1), high_noise_fraction=0.3, high_noise_from=900)
+    t = np.asarray(step_lib.sample_timesteps(key, 20000, cfg))
+    assert t.min() >= 0 and t.max() == 999
+    # 30% from [900, 1000) plus a tenth of the other 70%: 37% at or above 900, the rest spread below.
+    assert abs(np.mean(t >= 900) - 0.37) < 0.015
+    assert abs(np.mean(t < 450) - 0.7 * 0.45) < 0.015
+    high_only = dataclasses.replace(cfg, high_noise_fraction=1.0)
+    assert np.asarray(step_lib.sample_timesteps(key, 1000, high_only)).min() >= 900

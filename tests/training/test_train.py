@@ -259,6 +259,13 @@ def test_bad_configs_fail_before_compilation(tmp_path, tiny_tokenizer, synthetic
     config.model.scheduler = {"beta_schedule": "cosine"}
     _expect_config_error(config, "config.model.scheduler: unsupported beta_schedule 'cosine'", tmp_path)
     config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config.timesteps.high_noise_fraction = 1.5
+    match = r"config.timesteps.high_noise_fraction must be in \[0, 1\], got 1.5"
+    _expect_config_error(config, match, tmp_path)
+    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config.timesteps.high_noise_from = 1000
+    _expect_config_error(config, r"config.timesteps.high_noise_from must be in \[0, 1000\)", tmp_path)
+    config = tiny_config(tiny_tokenizer, synthetic_dir)
     config.model.prediction_type = "sample"
     _expect_config_error(config, "config.model.prediction_type must be", tmp_path)
 
