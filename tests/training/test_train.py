@@ -356,7 +356,11 @@ def test_loading_a_workdir_does_not_warn_about_item_metadata(stage1, caplog):
 
 
 def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
-    """configs/demo.py (pixel space, frozen word-level text encoder) learns on synthetic_edit."""
+    """configs/demo.py (pixel space, frozen word-level text encoder) learns on synthetic_edit.
+
+    50 steps: with 30% of its timesteps in the noisiest tenth, where the loss stays high longest, the loss
+    of the last 5 of 30 steps was 0.71 and 0.65 of the first 5 (seeds 0 and 1), of 50 steps 0.59 and 0.49.
+    """
     from configs import demo
     from rewardedit_jax.data.pipeline import load_data_source
     from rewardedit_jax.tokenizer import load_tokenizer, write_word_tokenizer
@@ -372,14 +376,15 @@ def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
         config.model.text_encoder.to_dict(), vocab_size=tok.vocab_size, eos_token_id=tok.eos_token_id
     )
     config.data.name, config.data.data_dir = "synthetic_edit/tiny", str(synthetic_dir)
-    config.total_steps, config.batch_size, config.warmup_steps = 30, 16, 0
-    config.log_every_steps, config.checkpoint_every_steps = 1, 30
+    assert config.timesteps.high_noise_fraction == 0.3
+    config.total_steps, config.batch_size, config.warmup_steps = 50, 16, 0
+    config.log_every_steps, config.checkpoint_every_steps = 1, 50
     config.data.read_threads = 0
     trainer.train_and_evaluate(config, tmp_path / "run")
     loss = losses(tmp_path / "run")
     first, last = (
         np.mean([loss[s] for s in (1, 2, 3, 4, 5)]),
-        np.mean([loss[s] for s in (26, 27, 28, 29, 30)]),
+        np.mean([loss[s] for s in (46, 47, 48, 49, 50)]),
     )
     assert last < 0.7 * first, (first, last)
     # The noise schedule it trained with (cosine, v-prediction) is the one saved for sampling and export.
