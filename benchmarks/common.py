@@ -86,12 +86,18 @@ def kernel_category(name: str) -> str:
     return "other"
 
 
-def kernel_breakdown(events: Sequence[tuple[str, float]], steps: int, *, top: int = 12) -> dict:
-    """Device time per step by category and the ``top`` kernels, from ``(kernel name, seconds)`` events
-    of ``steps`` profiled steps."""
+def kernel_breakdown(events: Sequence[tuple], steps: int, *, top: int = 12, keep_all: bool = False) -> dict:
+    """Device time per step by category and the ``top`` kernels, from ``(kernel name, seconds)`` or
+    ``(kernel name, seconds, hlo op)`` events of ``steps`` profiled steps. ``keep_all`` also returns
+    every kernel (name, HLO ops, launches and ms per step), slowest first."""
     by_name: dict[str, float] = {}
-    for name, seconds in events:
+    ops: dict[str, set] = {}
+    launches: dict[str, int] = {}
+    for name, seconds, *op in events:
         by_name[name] = by_name.get(name, 0.0) + seconds
+        launches[name] = launches.get(name, 0) + 1
+        if op and op[0]:
+            ops.setdefault(name, set()).add(str(op[0]))
     total = sum(by_name.values())
     categories: dict[str, float] = {}
     for name, seconds in by_name.items():
@@ -99,7 +105,7 @@ def kernel_breakdown(events: Sequence[tuple[str, float]], steps: int, *, top: in
         categories[category] = categories.get(category, 0.0) + seconds
     per_step = lambda seconds: 1e3 * seconds / max(steps, 1)  # noqa: E731
     ranked = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
-    return {
+    result = {
         "steps": steps,
         "kernels": len(by_name),
         "launches_per_step": len(events) / max(steps, 1),
@@ -107,11 +113,19 @@ def kernel_breakdown(events: Sequence[tuple[str, float]], steps: int, *, top: in
         "categories_ms": {k: per_step(v) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])},
         "top_ms": [[name[:90], kernel_category(name), per_step(v)] for name, v in ranked],
     }
+    if keep_all:
+        result["all_kernels"] = [
+            [name, kernel_category(name), sorted(ops.get(name, ()))[:20], launches[name] / max(steps, 1),
+             per_step(v)]
+            for name, v in sorted(by_name.items(), key=lambda kv: -kv[1])
+        ]  # fmt: skip
+    return result
 
 
-def jax_kernel_events(fn: Callable[[], Any], steps: int) -> list[tuple[str, float]]:
+def jax_kernel_events(fn: Callable[[], Any], steps: int) -> list[tuple[str, float, str | None]]:
     """Run ``fn`` (which waits for its result) ``steps`` times under ``jax.profiler`` and return the
-    executed kernels: the GPU planes' events, or on CPU the XLA thunks (events with an ``hlo_op``)."""
+    executed kernels as ``(name, seconds, hlo op)``: the GPU planes' events, or on CPU the XLA thunks
+    (events with an ``hlo_op``)."""
     import glob
     import tempfile
 
@@ -145,9 +159,10 @@ def jax_kernel_events(fn: Callable[[], Any], steps: int) -> list[tuple[str, floa
             )
             for line in chosen:
                 for event in line.events:
-                    if not gpu and "hlo_op" not in dict(event.stats):
+                    stats = dict(event.stats)
+                    if not gpu and "hlo_op" not in stats:
                         continue
-                    events.append((event.name, event.duration_ns * 1e-9))
+                    events.append((event.name, event.duration_ns * 1e-9, stats.get("hlo_op")))
         return events
 
 
@@ -396,6 +411,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_gzip_text(path: str | os.PathLike, text: str) -> dict:
+    """Write ``text`` gzip-compressed to ``path`` (through a temporary name); its path and sizes."""
+    import gzip
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return {"path": str(path), "chars": len(text), "bytes": path.stat().st_size}
 
 
 def write_json(path: str | os.PathLike | None, payload: dict) -> None:

@@ -25,6 +25,10 @@
 #         under torch.compile); levers at 256/64 (ours only): cuDNN cross-attention through padded
 #         keys (auto_padded, profiled), xla attention, remat,
 #         --xla_gpu_enable_triton_gemm=false. Needs a second session (or a machine without the limit).
+#   diag: where our train step's time goes: ours at 256 px batch 64 with the kernel profile (device ms by
+#         category, every kernel with its HLO op in the JSON) and the optimized HLO (hlo_auto.txt.gz),
+#         then the same with --group-norm channel_sums (hlo_gn.txt.gz). About 8-9 min.
+#   peer_profile: the torch.compile side alone, profiled; about 2.5 min (a warm machine's second call).
 #   smoke: the tiny CPU-mode runs on the GPU machine (wheels and imports), about 1 min.
 # Outputs under $OUT: one JSON per benchmark run, log.txt (everything), env.txt.
 set -uo pipefail
@@ -45,7 +49,7 @@ else
 fi
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.90  # JAX sides only; each side is its own process
-CACHE=/tmp/rewardedit_jax_cache             # survives between calls while the machine stays warm
+CACHE=${CACHE-/tmp/rewardedit_jax_cache}    # survives between calls while the machine stays warm; CACHE= disables
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
@@ -72,7 +76,9 @@ bench() {  # bench NAME MIN_SECONDS SCRIPT ARGS...: run if at least MIN_SECONDS 
   fi
   echo "### $name: python3 benchmarks/$script $* (${remaining}s left)"
   # The benchmark stops starting sides when its budget is spent; timeout is only the backstop.
-  timeout "$((remaining + 20))" python3 "benchmarks/$script" "$@" --cache-dir "$CACHE" \
+  local cache=()
+  if [[ -n $CACHE ]]; then cache=(--cache-dir "$CACHE"); fi
+  timeout "$((remaining + 20))" python3 "benchmarks/$script" "$@" ${cache[@]+"${cache[@]}"} \
     --budget-s "$remaining" --json "$OUT/$name.json"
   echo "### $name: exit $? after $(($(date +%s) - start))s"
 }
@@ -106,6 +112,18 @@ case "$stage" in
     CAP_S=170 bench edit512 90 edit_latency.py --resolution 512 --batch 1 --attention auto --skip-eager
     bench edit512_b16 60 edit_latency.py --resolution 512 --batch 16 --iters 3 --attention auto --skip-torch
     ;;
+  diag)  # where our training step's time goes: kernel profile and optimized HLO, and one GroupNorm lever
+    CACHE=  # a fresh machine has nothing cached, and writing a large executable costs time
+    preflight
+    CAP_S=280 bench train256_auto 150 train_step.py --resolution 256 --batch 64 --attention auto --skip-torch \
+      --steps 5 --warmup 2 --profile 3 --model-flops 32.79 --dump-dir "$OUT" --dump-tag auto
+    bench train256_gn 150 train_step.py --resolution 256 --batch 64 --attention auto --group-norm channel_sums \
+      --skip-torch --steps 5 --warmup 2 --profile 3 --model-flops 32.79 --dump-dir "$OUT" --dump-tag gn
+    ;;
+  peer_profile)  # the torch.compile side alone, profiled (a second call on the same warm machine)
+    bench train256_compile 100 train_step.py --resolution 256 --batch 64 --skip-jax --skip-eager --steps 5 \
+      --warmup 2 --profile 3
+    ;;
   core)
     bench train256 120 train_step.py --resolution 256 --batch 64 --attention auto
     bench edit512 90 edit_latency.py --resolution 512 --batch 1 --attention auto --skip-compile
@@ -125,7 +143,7 @@ case "$stage" in
     bench smoke_edit 30 edit_latency.py --tiny --skip-compile --batch 1
     ;;
   *)
-    echo "usage: $0 core|more|smoke" >&2
+    echo "usage: $0 one|diag|peer_profile|core|more|smoke" >&2
     exit 2
     ;;
 esac

@@ -80,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="timed steps; the median is reported (default 10, tiny 2)")
     p.add_argument("--warmup", type=int, help="untimed steps after compilation (default 3, tiny 1)")
     p.add_argument("--attention", choices=("xla", "cudnn", "auto", "auto_padded"), default="auto")
+    p.add_argument(
+        "--group-norm", choices=("flax", "channel_sums"), default="flax",
+        help="how GroupNorm computes its statistics (rewardedit_jax.models.layers.group_norm_implementation)",
+    )  # fmt: skip
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="activations (params fp32)")
     p.add_argument("--no-reward", action="store_true", help="the stock IP2P U-Net (no reward modules)")
     p.add_argument("--ema", action="store_true", help="also update an EMA copy of the weights (both sides)")
@@ -96,6 +100,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cost-only", action="store_true", help="ours only: compile from abstract shapes, no run")
     p.add_argument("--lower-only", action="store_true", help="with --cost-only: FLOPs of the lowering only")
     p.add_argument("--cache-dir", help="JAX persistent compilation cache directory")
+    p.add_argument(
+        "--dump-dir",
+        help="ours: write the optimized HLO (hlo_<tag>.txt.gz) here, and keep every profiled kernel with its "
+        "HLO op in the JSON, to map slow kernels back to the graph",
+    )
+    p.add_argument("--dump-tag", default="train", help="file-name tag of --dump-dir's files")
+    p.add_argument(
+        "--model-flops", type=float, metavar="TFLOP",
+        help="model TFLOP per step when already known (skips the CPU lowering that counts them on GPUs)",
+    )  # fmt: skip
     p.add_argument("--side-timeout", type=float, help="seconds per side subprocess")
     p.add_argument("--budget-s", type=float, help="seconds for all sides together (later sides are skipped)")
     p.add_argument("--json", help="write the results here (machine-readable)")
@@ -144,7 +158,7 @@ def run_jax(args) -> dict:
     from flax import nnx
 
     from rewardedit_jax.models.attention import attention_implementation
-    from rewardedit_jax.models.layers import count_params, fill_random_
+    from rewardedit_jax.models.layers import count_params, fill_random_, group_norm_implementation
     from rewardedit_jax.models.reward import NUM_SCORES, RewardConfig
     from rewardedit_jax.models.unet import UNetConfig, build_unet
     from rewardedit_jax.schedule import NoiseSchedule
@@ -198,13 +212,13 @@ def run_jax(args) -> dict:
         }
         return state, frozen
 
-    def lower(graphdef, state, frozen, attention: str):
+    def lower(graphdef, state, frozen, attention: str, group_norm: str = "flax"):
         # The latent batch needs no VAE or text encoder: encode_batch reads only the U-Net's graph.
         models = step_lib.Models(unet=graphdef, vae=None, text_encoder=None)
         train_step = step_lib.make_train_step(
             models, step_cfg, optimizer, step_lib.learning_rate_schedule(OPTIMIZER)
         )
-        with attention_implementation(attention):
+        with attention_implementation(attention), group_norm_implementation(group_norm):
             return jax.jit(train_step, donate_argnums=(0,)).lower(state, batch_shapes, frozen)
 
     split = nnx.split(unet, nnx.Param, ...)
@@ -215,15 +229,17 @@ def run_jax(args) -> dict:
     model_lowered = lower(split[0], state_shapes, frozen_shapes, "xla")
     lowered = model_lowered
     same_graph = args.attention == "xla" or jax.default_backend() != "gpu"  # auto is xla off GPU
-    if args.remat or not same_graph:
+    if args.remat or not same_graph or args.group_norm != "flax":
         if args.remat:
             _remat_blocks(unet)
-        lowered = lower(nnx.split(unet, nnx.Param, ...)[0], state_shapes, frozen_shapes, args.attention)
+        graphdef = nnx.split(unet, nnx.Param, ...)[0]
+        lowered = lower(graphdef, state_shapes, frozen_shapes, args.attention, args.group_norm)
     lower_s = time.perf_counter() - t0
     flops_model = common.cost_flops(model_lowered)
     result = {
         "side": "jax",
-        "label": f"rewardedit_jax ({args.attention} attention{', remat' if args.remat else ''})",
+        "label": f"rewardedit_jax ({args.attention} attention{', remat' if args.remat else ''}"
+        f"{', GroupNorm ' + args.group_norm if args.group_norm != 'flax' else ''})",
         "params": n_params,
         "lower_s": lower_s,
         "flops_per_step": flops_model,
@@ -238,6 +254,10 @@ def run_jax(args) -> dict:
     result["compile_s"] = compile_s
     result["flops_per_step_compiled"] = common.cost_flops(compiled)
     result["compiled_memory"] = common.compiled_memory(compiled)
+    if args.dump_dir:
+        result["hlo_dump"] = common.write_gzip_text(
+            Path(args.dump_dir) / f"hlo_{args.dump_tag}.txt.gz", compiled.as_text()
+        )
     if args.cost_only:
         return result
 
@@ -281,6 +301,7 @@ def run_jax(args) -> dict:
             lambda: common.kernel_breakdown(
                 common.jax_kernel_events(lambda: jax.block_until_ready(one_step()), args.profile),
                 args.profile,
+                keep_all=bool(args.dump_dir),
             )
         )
     result["peak_memory_bytes"] = common.jax_peak_memory_bytes()
@@ -501,6 +522,9 @@ def main(argv=None) -> int:
         tag="train_step",
     )
     ours = next((r for r in results if r.get("side") == "jax" and "error" not in r), None)
+    if ours is not None and ours.get("flops_per_step") is None and args.model_flops:
+        ours["flops_per_step"] = args.model_flops * 1e12
+        ours["flops_source"] = "--model-flops"
     if ours is not None and ours.get("flops_per_step") is None:
         # The GPU plugin (PJRT C API) has no cost analysis of a lowering: count the same graph on CPU.
         cpu = common.run_side(

@@ -13,7 +13,9 @@ Layouts are NHWC. Module attribute names follow diffusers/transformers so that t
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Sequence
 
 import jax
@@ -81,11 +83,81 @@ def conv2d(
     )
 
 
+GROUP_NORM_IMPLEMENTATIONS = ("flax", "channel_sums")
+_GROUP_NORM = threading.local()
+
+
+def get_group_norm_implementation() -> str:
+    """The GroupNorm computation in effect: ``flax`` unless :func:`group_norm_implementation` selects
+    another."""
+    return getattr(_GROUP_NORM, "implementation", "flax")
+
+
+@contextlib.contextmanager
+def group_norm_implementation(name: str):
+    """Select how :class:`GroupNorm` computes its statistics for models traced inside this context.
+
+    ``flax`` (the default): ``nnx.GroupNorm``, statistics over the grouped view ``(B, H, W, G, C/G)``.
+    ``channel_sums``: the same two-pass float32 statistics, reduced over the spatial axis of
+    ``(B, H*W, C)`` per channel first (a plain column reduction, no regrouped layout) and combined within
+    each group on the small ``(B, C)`` sums; the normalization multiplies the centred input by per-(B, C)
+    coefficients. Same function, a different XLA graph: a GPU lever to measure (``benchmarks/NOTES.md``).
+    """
+    if name not in GROUP_NORM_IMPLEMENTATIONS:
+        raise ValueError(f"GroupNorm implementation {name!r} is not one of {GROUP_NORM_IMPLEMENTATIONS}")
+    previous = get_group_norm_implementation()
+    _GROUP_NORM.implementation = name
+    try:
+        yield
+    finally:
+        _GROUP_NORM.implementation = previous
+
+
+def group_norm_channel_sums(
+    x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, num_groups: int, eps: float, dtype
+) -> jax.Array:
+    """GroupNorm of NHWC (or any ``(B, ..., C)``) ``x`` through per-channel spatial sums in float32
+    (two-pass variance), returned in ``dtype`` (default: ``x``'s)."""
+    out_dtype = dtype or jnp.result_type(x, *(v for v in (scale, bias) if v is not None))
+    b, c = x.shape[0], x.shape[-1]
+    group = c // num_groups
+    flat = x.reshape(b, -1, c)
+    count = flat.shape[1] * group
+
+    def per_group(channel_sums):  # (B, C) -> (B, C): each channel gets its group's total
+        totals = channel_sums.reshape(b, num_groups, group).sum(-1)
+        return jnp.repeat(totals, group, axis=1)
+
+    mean = per_group(jnp.sum(flat, axis=1, dtype=jnp.float32)) / count
+    centred = flat.astype(jnp.float32) - mean[:, None, :]
+    var = per_group(jnp.sum(centred * centred, axis=1)) / count
+    mul = jax.lax.rsqrt(var + eps)
+    if scale is not None:
+        mul = mul * scale.astype(jnp.float32)
+    y = centred * mul[:, None, :]
+    if bias is not None:
+        y = y + bias.astype(jnp.float32)
+    return y.astype(out_dtype).reshape(x.shape)
+
+
+class GroupNorm(nnx.GroupNorm):
+    """``nnx.GroupNorm`` (same parameters, same function) whose computation
+    :func:`group_norm_implementation` selects."""
+
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        if get_group_norm_implementation() == "flax" or mask is not None or self.reduction_axes is not None:
+            return super().__call__(x, mask=mask)
+        scale = self.scale[...] if self.scale else None
+        bias = self.bias[...] if self.bias else None
+        x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
+        return group_norm_channel_sums(x, scale, bias, self.num_groups, self.epsilon, self.dtype)
+
+
 def group_norm(num_channels: int, num_groups: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = None):
     """GroupNorm over the channel axis of NHWC input (statistics in float32, two-pass variance)."""
     if num_channels % num_groups:
         raise ValueError(f"GroupNorm: {num_channels} channels are not divisible into {num_groups} groups")
-    return nnx.GroupNorm(
+    return GroupNorm(
         num_channels,
         num_groups=num_groups,
         epsilon=eps,
