@@ -28,6 +28,11 @@
 #   diag: where our train step's time goes: ours at 256 px batch 64 with the kernel profile (device ms by
 #         category, every kernel with its HLO op in the JSON) and the optimized HLO (hlo_auto.txt.gz),
 #         then the same with --group-norm channel_sums (hlo_gn.txt.gz). About 8-9 min.
+#   levers: ours at 256 px batch 64, profiled, as the diag profile suggests: the baseline, the 4-D
+#         kernels and their Adam moments stored (O, H, W, I)-major (--state-layout conv_ohwi: no
+#         transposing optimizer fusions, no output copies), + convolutions inside CUDA graphs
+#         (--xla_gpu_enable_command_buffer=+CONVOLUTION: fewer host gaps), + cuDNN cross-attention
+#         (auto_padded). Later variants are skipped when the budget runs out. About 9.5 min.
 #   peer_profile: the torch.compile side alone, profiled; about 2.5 min (a warm machine's second call).
 #   smoke: the tiny CPU-mode runs on the GPU machine (wheels and imports), about 1 min.
 # Outputs under $OUT: one JSON per benchmark run, log.txt (everything), env.txt.
@@ -120,6 +125,21 @@ case "$stage" in
     bench train256_gn 150 train_step.py --resolution 256 --batch 64 --attention auto --group-norm channel_sums \
       --skip-torch --steps 5 --warmup 2 --profile 3 --model-flops 32.79 --dump-dir "$OUT" --dump-tag gn
     ;;
+  levers)  # the levers the diag profile points at (NOTES.md section 6), ours at 256/64, most important first
+    CACHE=
+    # Autotuning results of one variant's fusions serve the next variant's identical fusions.
+    export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_per_fusion_autotune_cache_dir=/tmp/xla_autotune_cache"
+    common=(train_step.py --resolution 256 --batch 64 --skip-torch --steps 5 --warmup 2 --profile 3
+      --model-flops 32.79)
+    preflight
+    CAP_S=230 bench lever_base 120 "${common[@]}" --attention auto
+    CAP_S=230 bench lever_ohwi 120 "${common[@]}" --attention auto --state-layout conv_ohwi \
+      --dump-dir "$OUT" --dump-tag ohwi
+    XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_command_buffer=+CONVOLUTION" CAP_S=230 \
+      bench lever_ohwi_cmdconv 120 "${common[@]}" --attention auto --state-layout conv_ohwi
+    XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_command_buffer=+CONVOLUTION" \
+      bench lever_all 120 "${common[@]}" --attention auto_padded --state-layout conv_ohwi
+    ;;
   peer_profile)  # the torch.compile side alone, profiled (a second call on the same warm machine)
     bench train256_compile 100 train_step.py --resolution 256 --batch 64 --skip-jax --skip-eager --steps 5 \
       --warmup 2 --profile 3
@@ -143,7 +163,7 @@ case "$stage" in
     bench smoke_edit 30 edit_latency.py --tiny --skip-compile --batch 1
     ;;
   *)
-    echo "usage: $0 one|diag|peer_profile|core|more|smoke" >&2
+    echo "usage: $0 one|diag|levers|peer_profile|core|more|smoke" >&2
     exit 2
     ;;
 esac

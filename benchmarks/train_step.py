@@ -85,6 +85,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="how GroupNorm computes its statistics (rewardedit_jax.models.layers.group_norm_implementation)",
     )  # fmt: skip
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="activations (params fp32)")
+    p.add_argument(
+        "--state-layout", choices=("default", "auto", "conv_ohwi"), default="default",
+        help="device layout of the train state (params, Adam moments): row-major (default), chosen by XLA "
+        "(auto), or 4-D convolution kernels stored (O, H, W, I)-major, cuDNN's filter layout (conv_ohwi)",
+    )  # fmt: skip
     p.add_argument("--no-reward", action="store_true", help="the stock IP2P U-Net (no reward modules)")
     p.add_argument("--ema", action="store_true", help="also update an EMA copy of the weights (both sides)")
     p.add_argument("--remat", action="store_true", help="rematerialize each U-Net block (ours; nnx.remat)")
@@ -151,6 +156,15 @@ def _remat_blocks(unet) -> None:
         block.__class__ = remat_cls
 
 
+def _command_buffer_note() -> str:
+    """``, command buffers X`` when XLA_FLAGS sets which commands XLA records into CUDA graphs."""
+    import os
+    import re
+
+    match = re.search(r"--xla_gpu_enable_command_buffer=(\S*)", os.environ.get("XLA_FLAGS", ""))
+    return f", command buffers {match.group(1) or 'off'}" if match else ""
+
+
 def run_jax(args) -> dict:
     import jax
     import jax.numpy as jnp
@@ -212,14 +226,30 @@ def run_jax(args) -> dict:
         }
         return state, frozen
 
-    def lower(graphdef, state, frozen, attention: str, group_norm: str = "flax"):
+    def state_formats(state, layout: str):
+        """The state's in/out formats for ``--state-layout`` (None: JAX's default, row-major)."""
+        if layout == "default":
+            return None
+        from jax.experimental.layout import Format, Layout
+
+        if layout == "auto":
+            return jax.tree.map(lambda _: Format(Layout.AUTO), state)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        ohwi = Format(Layout(major_to_minor=(3, 0, 1, 2)), device)  # HWIO shape, (O, H, W, I) in memory
+        return jax.tree.map(lambda x: ohwi if len(x.shape) == 4 else None, state)
+
+    def lower(graphdef, state, frozen, attention: str, group_norm: str = "flax", layout: str = "default"):
         # The latent batch needs no VAE or text encoder: encode_batch reads only the U-Net's graph.
         models = step_lib.Models(unet=graphdef, vae=None, text_encoder=None)
         train_step = step_lib.make_train_step(
             models, step_cfg, optimizer, step_lib.learning_rate_schedule(OPTIMIZER)
         )
+        formats = state_formats(state, layout)
+        kwargs = {}
+        if formats is not None:
+            kwargs = dict(in_shardings=(formats, None, None), out_shardings=(formats, None))
         with attention_implementation(attention), group_norm_implementation(group_norm):
-            return jax.jit(train_step, donate_argnums=(0,)).lower(state, batch_shapes, frozen)
+            return jax.jit(train_step, donate_argnums=(0,), **kwargs).lower(state, batch_shapes, frozen)
 
     split = nnx.split(unet, nnx.Param, ...)
     state_shapes, frozen_shapes = abstract_inputs(split)
@@ -229,17 +259,21 @@ def run_jax(args) -> dict:
     model_lowered = lower(split[0], state_shapes, frozen_shapes, "xla")
     lowered = model_lowered
     same_graph = args.attention == "xla" or jax.default_backend() != "gpu"  # auto is xla off GPU
-    if args.remat or not same_graph or args.group_norm != "flax":
+    if args.remat or not same_graph or args.group_norm != "flax" or args.state_layout != "default":
         if args.remat:
             _remat_blocks(unet)
         graphdef = nnx.split(unet, nnx.Param, ...)[0]
-        lowered = lower(graphdef, state_shapes, frozen_shapes, args.attention, args.group_norm)
+        lowered = lower(
+            graphdef, state_shapes, frozen_shapes, args.attention, args.group_norm, args.state_layout
+        )
     lower_s = time.perf_counter() - t0
     flops_model = common.cost_flops(model_lowered)
     result = {
         "side": "jax",
         "label": f"rewardedit_jax ({args.attention} attention{', remat' if args.remat else ''}"
-        f"{', GroupNorm ' + args.group_norm if args.group_norm != 'flax' else ''})",
+        f"{', GroupNorm ' + args.group_norm if args.group_norm != 'flax' else ''}"
+        f"{', state layout ' + args.state_layout if args.state_layout != 'default' else ''}"
+        f"{_command_buffer_note()})",
         "params": n_params,
         "lower_s": lower_s,
         "flops_per_step": flops_model,
@@ -286,6 +320,17 @@ def run_jax(args) -> dict:
         "empty_embeds": jax.device_put(rng.standard_normal((TEXT_LENGTH, d)).astype(np.float32)),
         "unet_rngs": unet_rngs,
     }
+    if args.state_layout != "default":
+        # Lay the state out as the executable expects (what XLA chose for "auto"), and record the
+        # layouts of the 4-D kernels.
+        formats = compiled.input_formats[0][0]
+        state = jax.device_put(state, formats)
+        chosen: dict[str, int] = {}
+        for x in jax.tree.leaves(state["params"]):
+            if x.ndim == 4:
+                key = str(tuple(x.format.layout.major_to_minor))
+                chosen[key] = chosen.get(key, 0) + 1
+        result["conv_kernel_layouts"] = chosen
     holder = {"state": state}
 
     def one_step():

@@ -5,6 +5,7 @@ machine), each with our JAX side and the diffusers PyTorch eager side; torch.com
 CPU compile takes minutes) but the same code path runs on the GPU.
 """
 
+import gzip
 import json
 import os
 import subprocess
@@ -85,3 +86,26 @@ def test_edit_latency_prints_ours_and_the_diffusers_pipeline(tmp_path):
     ours, eager = payload["results"]
     assert ours["compile_count"] == 1  # one compiled sampler, reused by the timed edit
     assert eager["per_batch"][0]["ours_speedup"] > 0
+
+
+def test_train_step_levers_keep_the_loss_and_dump_what_the_gpu_profile_needs(tmp_path):
+    """``--state-layout conv_ohwi`` lays the 4-D kernels out (O, H, W, I)-major and trains the same;
+    ``--dump-dir`` writes the optimized HLO and keeps every profiled kernel with its HLO op."""
+    losses, layouts = {}, {}
+    for layout in ("default", "conv_ohwi"):
+        dump = tmp_path / layout
+        _, payload = run_benchmark(
+            "train_step.py", tmp_path, "--skip-torch", "--state-layout", layout, "--profile", "1",
+            "--dump-dir", str(dump), "--dump-tag", "t", "--model-flops", "0.001",
+        )  # fmt: skip
+        (ours,) = payload["results"]
+        losses[layout], layouts[layout] = ours["loss"], ours.get("conv_kernel_layouts")
+        text = gzip.open(dump / "hlo_t.txt.gz", "rt").read()
+        assert "ENTRY" in text and ours["hlo_dump"]["chars"] == len(text)
+        kernels = ours["profile"]["all_kernels"]
+        assert len(kernels) == ours["profile"]["kernels"] and any(k[2] for k in kernels), kernels[:3]
+        assert ours["flops_per_step"] > 0  # the lowering's count (CPU has a cost analysis)
+    assert layouts["default"] is None
+    # All 24 4-D kernels of the tiny reward U-Net (convolutions, 1x1 projections, reward modules).
+    assert layouts["conv_ohwi"] == {"(3, 0, 1, 2)": 24}, layouts
+    assert losses["conv_ohwi"] == pytest.approx(losses["default"], rel=1e-6), losses
