@@ -28,11 +28,10 @@
 #   diag: where our train step's time goes: ours at 256 px batch 64 with the kernel profile (device ms by
 #         category, every kernel with its HLO op in the JSON) and the optimized HLO (hlo_auto.txt.gz),
 #         then the same with --group-norm channel_sums (hlo_gn.txt.gz). About 8-9 min.
-#   levers: ours at 256 px batch 64, profiled, as the diag profile suggests: the baseline, the 4-D
-#         kernels and their Adam moments stored (O, H, W, I)-major (--state-layout conv_ohwi: no
-#         transposing optimizer fusions, no output copies), + convolutions inside CUDA graphs
-#         (--xla_gpu_enable_command_buffer=+CONVOLUTION: fewer host gaps), + cuDNN cross-attention
-#         (auto_padded). Later variants are skipped when the budget runs out. About 9.5 min.
+#   levers: ours at 256 px batch 64, profiled: the trainer's default (state layout conv_ohwi on GPUs),
+#         + convolutions inside CUDA graphs (--xla_gpu_enable_command_buffer=+CONVOLUTION: fewer host
+#         gaps between graph launches), + cuDNN cross-attention (auto_padded). Later variants are
+#         skipped when the budget runs out. About 9.5 min.
 #   peer_profile: the torch.compile side alone, profiled; about 2.5 min (a warm machine's second call).
 #   smoke: the tiny CPU-mode runs on the GPU machine (wheels and imports), about 1 min.
 # Outputs under $OUT: one JSON per benchmark run, log.txt (everything), env.txt.
@@ -125,20 +124,19 @@ case "$stage" in
     bench train256_gn 150 train_step.py --resolution 256 --batch 64 --attention auto --group-norm channel_sums \
       --skip-torch --steps 5 --warmup 2 --profile 3 --model-flops 32.79 --dump-dir "$OUT" --dump-tag gn
     ;;
-  levers)  # the levers the diag profile points at (NOTES.md section 6), ours at 256/64, most important first
+  levers)  # the next levers after the state layout (NOTES.md section 6), ours at 256/64, profiled
     CACHE=
     # Autotuning results of one variant's fusions serve the next variant's identical fusions.
     export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_per_fusion_autotune_cache_dir=/tmp/xla_autotune_cache"
     common=(train_step.py --resolution 256 --batch 64 --skip-torch --steps 5 --warmup 2 --profile 3
       --model-flops 32.79)
     preflight
-    CAP_S=230 bench lever_base 120 "${common[@]}" --attention auto
-    CAP_S=230 bench lever_ohwi 120 "${common[@]}" --attention auto --state-layout conv_ohwi \
-      --dump-dir "$OUT" --dump-tag ohwi
+    # The trainer's default now (state layout auto = conv_ohwi on GPUs): the baseline of this stage.
+    CAP_S=230 bench lever_base 120 "${common[@]}" --attention auto --dump-dir "$OUT" --dump-tag base
     XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_command_buffer=+CONVOLUTION" CAP_S=230 \
-      bench lever_ohwi_cmdconv 120 "${common[@]}" --attention auto --state-layout conv_ohwi
+      bench lever_cmdconv 120 "${common[@]}" --attention auto
     XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_command_buffer=+CONVOLUTION" \
-      bench lever_all 120 "${common[@]}" --attention auto_padded --state-layout conv_ohwi
+      bench lever_cmdconv_padded 120 "${common[@]}" --attention auto_padded
     ;;
   peer_profile)  # the torch.compile side alone, profiled (a second call on the same warm machine)
     bench train256_compile 100 train_step.py --resolution 256 --batch 64 --skip-jax --skip-eager --steps 5 \

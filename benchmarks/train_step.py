@@ -86,9 +86,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="activations (params fp32)")
     p.add_argument(
-        "--state-layout", choices=("default", "auto", "conv_ohwi"), default="default",
-        help="device layout of the train state (params, Adam moments): row-major (default), chosen by XLA "
-        "(auto), or 4-D convolution kernels stored (O, H, W, I)-major, cuDNN's filter layout (conv_ohwi)",
+        "--state-layout", choices=("auto", "default", "conv_ohwi", "xla_auto"), default="auto",
+        help="device layout of the train state (params, Adam moments): as the trainer's config.state_layout "
+        "(auto: conv_ohwi on GPUs, row-major elsewhere; default: row-major; conv_ohwi: 4-D kernels "
+        "(O, H, W, I)-major, cuDNN's filter layout), or chosen by XLA (xla_auto)",
     )  # fmt: skip
     p.add_argument("--no-reward", action="store_true", help="the stock IP2P U-Net (no reward modules)")
     p.add_argument("--ema", action="store_true", help="also update an EMA copy of the weights (both sides)")
@@ -176,6 +177,7 @@ def run_jax(args) -> dict:
     from rewardedit_jax.models.reward import NUM_SCORES, RewardConfig
     from rewardedit_jax.models.unet import UNetConfig, build_unet
     from rewardedit_jax.schedule import NoiseSchedule
+    from rewardedit_jax.training import sharding as shard_lib
     from rewardedit_jax.training import step as step_lib
 
     common.enable_jax_compilation_cache(args.cache_dir)
@@ -226,17 +228,20 @@ def run_jax(args) -> dict:
         }
         return state, frozen
 
+    layout = args.state_layout
+    if layout != "xla_auto":
+        layout = shard_lib.resolve_state_layout(layout)
+
     def state_formats(state, layout: str):
-        """The state's in/out formats for ``--state-layout`` (None: JAX's default, row-major)."""
+        """The state's in/out formats for the layout (None: JAX's default, row-major)."""
         if layout == "default":
             return None
-        from jax.experimental.layout import Format, Layout
+        if layout == "xla_auto":
+            from jax.experimental.layout import Format, Layout
 
-        if layout == "auto":
             return jax.tree.map(lambda _: Format(Layout.AUTO), state)
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        ohwi = Format(Layout(major_to_minor=(3, 0, 1, 2)), device)  # HWIO shape, (O, H, W, I) in memory
-        return jax.tree.map(lambda x: ohwi if len(x.shape) == 4 else None, state)
+        return shard_lib.state_formats(jax.tree.map(lambda _: device, state), state, layout)
 
     def lower(graphdef, state, frozen, attention: str, group_norm: str = "flax", layout: str = "default"):
         # The latent batch needs no VAE or text encoder: encode_batch reads only the U-Net's graph.
@@ -259,20 +264,18 @@ def run_jax(args) -> dict:
     model_lowered = lower(split[0], state_shapes, frozen_shapes, "xla")
     lowered = model_lowered
     same_graph = args.attention == "xla" or jax.default_backend() != "gpu"  # auto is xla off GPU
-    if args.remat or not same_graph or args.group_norm != "flax" or args.state_layout != "default":
+    if args.remat or not same_graph or args.group_norm != "flax" or layout != "default":
         if args.remat:
             _remat_blocks(unet)
         graphdef = nnx.split(unet, nnx.Param, ...)[0]
-        lowered = lower(
-            graphdef, state_shapes, frozen_shapes, args.attention, args.group_norm, args.state_layout
-        )
+        lowered = lower(graphdef, state_shapes, frozen_shapes, args.attention, args.group_norm, layout)
     lower_s = time.perf_counter() - t0
     flops_model = common.cost_flops(model_lowered)
     result = {
         "side": "jax",
         "label": f"rewardedit_jax ({args.attention} attention{', remat' if args.remat else ''}"
         f"{', GroupNorm ' + args.group_norm if args.group_norm != 'flax' else ''}"
-        f"{', state layout ' + args.state_layout if args.state_layout != 'default' else ''}"
+        f"{', state layout ' + layout if layout != 'default' else ''}"
         f"{_command_buffer_note()})",
         "params": n_params,
         "lower_s": lower_s,
@@ -320,8 +323,8 @@ def run_jax(args) -> dict:
         "empty_embeds": jax.device_put(rng.standard_normal((TEXT_LENGTH, d)).astype(np.float32)),
         "unet_rngs": unet_rngs,
     }
-    if args.state_layout != "default":
-        # Lay the state out as the executable expects (what XLA chose for "auto"), and record the
+    if layout != "default":
+        # Lay the state out as the executable expects (what XLA chose for xla_auto), and record the
         # layouts of the 4-D kernels.
         formats = compiled.input_formats[0][0]
         state = jax.device_put(state, formats)

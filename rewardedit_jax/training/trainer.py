@@ -87,6 +87,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> tuple[i
         raise ConfigError(f"config.model.scheduler: {e}") from None
     if config.remat not in ("none", "blocks"):
         raise ConfigError(f"config.remat must be none or blocks, got {config.remat!r}")
+    shard_lib.resolve_state_layout(config.state_layout)
     ts = config.timesteps
     if not 0.0 <= ts.high_noise_fraction <= 1.0:
         raise ConfigError(
@@ -482,6 +483,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         state = workdir_lib.unflatten_state(state, restored["state"])
         log.info("resumed from %s at step %d", ckpt_dir, start)
     start = int(start or 0)
+    layout = shard_lib.resolve_state_layout(config.state_layout)
+    state_fmt = shard_lib.state_formats(state_sh, state, layout)
+    if layout != "default":
+        state = shard_lib.relayout(state, state_fmt)
+        if is_main:
+            log.info("train state layout: %s (4-D kernels (O, H, W, I)-major in device memory)", layout)
 
     latent = bool(config.data.latent_cache)
     keys = _batch_keys(reward, latent)
@@ -505,8 +512,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     train_step = step_lib.make_train_step(graphs, step_cfg, optimizer, lr_schedule)
     jitted = jax.jit(
         train_step,
-        in_shardings=(state_sh, jax.tree.map(lambda _: batch_sh, batch), frozen_sh),
-        out_shardings=(state_sh, rep),
+        in_shardings=(state_fmt, jax.tree.map(lambda _: batch_sh, batch), frozen_sh),
+        out_shardings=(state_fmt, rep),
         donate_argnums=(0,),
     )
     t0 = time.perf_counter()
@@ -681,10 +688,12 @@ def compile_abstract(config: ml_collections.ConfigDict, *, mesh=None):
         step_lib.Models(unet_g, vae_g, te_g), step_cfg, optimizer, step_lib.learning_rate_schedule(config)
     )
     batch_sh = shard_lib.batch_sharding(mesh)
+    state_fmt = shard_lib.state_formats(state_sh, state, shard_lib.resolve_state_layout(config.state_layout))
+    frozen_sh = jax.tree.map(lambda _: rep, frozen)
     jitted = jax.jit(
         train_step,
-        in_shardings=(state_sh, jax.tree.map(lambda _: batch_sh, batch), jax.tree.map(lambda _: rep, frozen)),
-        out_shardings=(state_sh, rep),
+        in_shardings=(state_fmt, jax.tree.map(lambda _: batch_sh, batch), frozen_sh),
+        out_shardings=(state_fmt, rep),
         donate_argnums=(0,),
     )
     with attention_implementation(config.attention):

@@ -54,6 +54,8 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(stage1, tmp_path, tin
     workdir_a, result_a = stage1
     workdir_b = tmp_path / "run"
     overrides = _overrides(tiny_tokenizer, synthetic_dir, log_every_steps=1, log_data_order=True)
+    # The interrupted half keeps its 4-D kernels (O, H, W, I)-major (the GPU default): its checkpoint
+    # holds the same arrays, and the default-layout second half resumes from it exactly.
     cmd = [
         sys.executable,
         "-m",
@@ -62,7 +64,7 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(stage1, tmp_path, tin
         str(REPO / "configs" / "test_tiny.py"),
         "--workdir",
         str(workdir_b),
-    ] + [f"--config.{k}={v}" for k, v in overrides.items()]
+    ] + [f"--config.{k}={v}" for k, v in {**overrides, "state_layout": "conv_ohwi"}.items()]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cpu_env(1), cwd=REPO
     )
@@ -70,7 +72,7 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(stage1, tmp_path, tin
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
-    assert "SIGTERM" in err
+    assert "SIGTERM" in err and "train state layout: conv_ohwi" in err
     stopped_at = max(int(p.name) for p in (workdir_b / "checkpoints").iterdir())
     assert 3 <= stopped_at < 8
     second = run_cli(workdir_b, overrides, env=cpu_env(1))
@@ -104,6 +106,7 @@ SHARDED_SCRIPT = textwrap.dedent(
     tok, data, workdir = sys.argv[1:4]
     config = tiny_config(tok, data, total_steps=4, log_every_steps=1, checkpoint_every_steps=4)
     config.mesh.data, config.mesh.fsdp = 4, 2
+    config.state_layout = "conv_ohwi"  # the GPU default: 4-D kernels (O, H, W, I)-major, sharded
     result = trainer.train_and_evaluate(config, workdir)
     state = result["state"]
     leaf = lambda x: jax.tree.leaves(x)[0]
@@ -114,6 +117,7 @@ SHARDED_SCRIPT = textwrap.dedent(
         "kernel_spec": [str(a) for a in kernel.sharding.spec],
         "kernel_shard_shape": list(kernel.sharding.shard_shape(kernel.shape)),
         "mu_spec": [str(a) for a in mu.sharding.spec],
+        "layouts": [list(x.format.layout.major_to_minor) for x in (kernel, mu)],
         "kernel_shape": list(kernel.shape),
     }))
     """
@@ -148,6 +152,7 @@ def test_sharded_training_follows_single_device_and_shards_parameters(
     assert info["devices"] == 8
     assert "fsdp" in info["kernel_spec"] and "fsdp" in info["mu_spec"]
     assert np.prod(info["kernel_shard_shape"]) < np.prod(info["kernel_shape"])
+    assert info["layouts"] == [[3, 0, 1, 2]] * 2  # kernel and Adam moment (O, H, W, I)-major
     a, b = losses(tmp_path / "single"), losses(tmp_path / "sharded")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
@@ -268,6 +273,20 @@ def test_bad_configs_fail_before_compilation(tmp_path, tiny_tokenizer, synthetic
     config = tiny_config(tiny_tokenizer, synthetic_dir)
     config.model.prediction_type = "sample"
     _expect_config_error(config, "config.model.prediction_type must be", tmp_path)
+    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config.state_layout = "nchw"
+    match = "config.state_layout must be one of auto, default, conv_ohwi, got 'nchw'"
+    _expect_config_error(config, match, tmp_path)
+
+
+def test_state_layout_auto_is_conv_ohwi_on_gpus_only():
+    from rewardedit_jax.training.sharding import resolve_state_layout
+
+    assert resolve_state_layout("auto", backend="gpu") == "conv_ohwi"
+    assert resolve_state_layout("auto", backend="cpu") == resolve_state_layout("auto", "tpu") == "default"
+    assert resolve_state_layout("default", backend="gpu") == "default"
+    assert resolve_state_layout("conv_ohwi", backend="cpu") == "conv_ohwi"
+    assert tiny_config("tok", "data").state_layout == "auto"  # the configs' default
 
 
 def test_cli_reports_a_bad_config_in_one_line(tmp_path, tiny_tokenizer, synthetic_dir):
