@@ -327,7 +327,11 @@ def run_jax(args) -> dict:
         # Lay the state out as the executable expects (what XLA chose for xla_auto), and record the
         # layouts of the 4-D kernels.
         formats = compiled.input_formats[0][0]
-        state = jax.device_put(state, formats)
+        old, state = state, jax.device_put(state, formats)
+        for old_leaf, new_leaf in zip(jax.tree.leaves(old), jax.tree.leaves(state)):
+            if old_leaf is not new_leaf:
+                old_leaf.delete()  # no second copy of the weights (the U-Net module still refers to them)
+        del old, params
         chosen: dict[str, int] = {}
         for x in jax.tree.leaves(state["params"]):
             if x.ndim == 4:

@@ -8,15 +8,14 @@ implementation (XLA, cuDNN flash attention, a Pallas kernel) is chosen in one pl
 from __future__ import annotations
 
 import contextlib
-import threading
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rewardedit_jax.models.layers import Dtype, linear
+from rewardedit_jax.models.layers import Dtype, ScopedChoice, linear
 
-_STATE = threading.local()
+_STATE = ScopedChoice("auto")
 IMPLEMENTATIONS = ("xla", "cudnn", "auto", "auto_padded")
 # cuDNN's fused attention takes key lengths in multiples of this (REFERENCE.md section 7: KV 77 refused).
 CUDNN_KEY_MULTIPLE = 64
@@ -24,7 +23,7 @@ CUDNN_KEY_MULTIPLE = 64
 
 def get_attention_implementation() -> str:
     """The implementation in effect: ``auto`` unless :func:`attention_implementation` selects another."""
-    return getattr(_STATE, "implementation", "auto")
+    return _STATE.value
 
 
 @contextlib.contextmanager
@@ -39,12 +38,8 @@ def attention_implementation(name: str):
     """
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"attention implementation {name!r} is not one of {IMPLEMENTATIONS}")
-    previous = get_attention_implementation()
-    _STATE.implementation = name
-    try:
+    with _STATE.scoped(name):
         yield
-    finally:
-        _STATE.implementation = previous
 
 
 def _cudnn_supported(query: jax.Array, key: jax.Array, *, any_key_length: bool = False) -> bool:

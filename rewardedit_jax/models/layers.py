@@ -83,14 +83,30 @@ def conv2d(
     )
 
 
+class ScopedChoice(threading.local):
+    """A per-thread choice (an implementation name) that a context manager sets for the models traced
+    inside it; ``default`` outside any such context."""
+
+    def __init__(self, default: str):
+        self.value = default
+
+    @contextlib.contextmanager
+    def scoped(self, value: str):
+        previous, self.value = self.value, value
+        try:
+            yield
+        finally:
+            self.value = previous
+
+
 GROUP_NORM_IMPLEMENTATIONS = ("flax", "channel_sums")
-_GROUP_NORM = threading.local()
+_GROUP_NORM = ScopedChoice("flax")
 
 
 def get_group_norm_implementation() -> str:
     """The GroupNorm computation in effect: ``flax`` unless :func:`group_norm_implementation` selects
     another."""
-    return getattr(_GROUP_NORM, "implementation", "flax")
+    return _GROUP_NORM.value
 
 
 @contextlib.contextmanager
@@ -105,12 +121,8 @@ def group_norm_implementation(name: str):
     """
     if name not in GROUP_NORM_IMPLEMENTATIONS:
         raise ValueError(f"GroupNorm implementation {name!r} is not one of {GROUP_NORM_IMPLEMENTATIONS}")
-    previous = get_group_norm_implementation()
-    _GROUP_NORM.implementation = name
-    try:
+    with _GROUP_NORM.scoped(name):
         yield
-    finally:
-        _GROUP_NORM.implementation = previous
 
 
 def group_norm_channel_sums(

@@ -137,11 +137,16 @@ def state_formats(state_shardings, state, layout: str):
 
 
 def relayout(state, formats):
-    """``state`` laid out (and sharded) as ``formats`` says; its buffers are donated, so the memory of the
-    old layout is released."""
+    """``state`` laid out (and sharded) as ``formats`` says. The old arrays are consumed: leaves that keep
+    their layout are reused (donated), the others are deleted once copied, so no second copy of the state
+    stays alive through references elsewhere."""
     import warnings
 
     with warnings.catch_warnings():
         # Leaves that change layout cannot reuse their donated buffers; the rest are aliased.
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-        return jax.jit(lambda s: s, out_shardings=formats, donate_argnums=0)(state)
+        new = jax.jit(lambda s: s, out_shardings=formats, donate_argnums=0)(state)
+    for old_leaf, new_leaf in zip(jax.tree.leaves(state), jax.tree.leaves(new)):
+        if old_leaf is not new_leaf and not old_leaf.is_deleted():
+            old_leaf.delete()
+    return new

@@ -289,6 +289,24 @@ def test_state_layout_auto_is_conv_ohwi_on_gpus_only():
     assert tiny_config("tok", "data").state_layout == "auto"  # the configs' default
 
 
+def test_relayout_moves_4d_leaves_to_the_conv_layout_and_frees_the_old_copies():
+    from rewardedit_jax.training import sharding as shard_lib
+
+    mesh = shard_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    rep = shard_lib.replicated(mesh)
+    kernel = jax.device_put(np.arange(3 * 3 * 2 * 4, dtype=np.float32).reshape(3, 3, 2, 4), rep)
+    bias = jax.device_put(np.ones(4, np.float32), rep)
+    state = {"kernel": kernel, "bias": bias, "ema": None}
+    formats = shard_lib.state_formats({"kernel": rep, "bias": rep, "ema": None}, state, "conv_ohwi")
+    expected = np.asarray(kernel)
+    new = shard_lib.relayout(state, formats)
+    assert new["kernel"].format.layout.major_to_minor == (3, 0, 1, 2)
+    assert new["bias"].format.layout.major_to_minor == (0,)
+    np.testing.assert_array_equal(np.asarray(new["kernel"]), expected)  # same values, same shape
+    assert kernel.is_deleted() and bias.is_deleted()  # the old buffers are gone (copied or donated)
+    assert shard_lib.state_formats(rep, state, "default") is rep
+
+
 def test_cli_reports_a_bad_config_in_one_line(tmp_path, tiny_tokenizer, synthetic_dir):
     proc = run_cli(
         tmp_path / "run",
