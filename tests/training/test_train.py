@@ -181,7 +181,9 @@ def test_two_hosts_match_one_host_and_write_one_checkpoint(tmp_path, tiny_tokeni
         f"--coordinator_address=127.0.0.1:{port}",
         "--num_processes=2",
     ]
-    base += [f"--config.{k}={v}" for k, v in overrides.items()]
+    # The two hosts keep the GPU default state layout (4-D kernels (O, H, W, I)-major): the relayout of
+    # global arrays and the checkpoint of process 0 work across processes.
+    base += [f"--config.{k}={v}" for k, v in {**overrides, "state_layout": "conv_ohwi"}.items()]
     procs = [
         subprocess.Popen(
             base + [f"--process_id={i}"],
@@ -196,6 +198,7 @@ def test_two_hosts_match_one_host_and_write_one_checkpoint(tmp_path, tiny_tokeni
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
+    assert "train state layout: conv_ohwi" in outs[0][1]  # logged by process 0
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
