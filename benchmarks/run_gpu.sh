@@ -16,9 +16,9 @@
 # Stages (each python run gets what is left of BUDGET_S; a side that runs out is reported as timed out
 # and the table still prints):
 #   one:  what one 15-minute session can hold, the must-show comparisons first: train 256 px batch 64
-#         (ours auto attention, torch.compile; 3 more steps of each profiled by kernel category), edit
-#         512 px batch 1 (ours, U-Net under torch.compile), ours alone at batch 16 (the 560-edit
-#         throughput, if time is left). About 9.5 min.
+#         (ours auto attention and state layout, torch.compile), edit 512 px batch 1 (ours, U-Net under
+#         torch.compile), ours alone at batch 16 (the 560-edit throughput, if time is left). About
+#         9.5 min.
 #   core: train 256 px batch 64 (ours auto attention, eager, torch.compile); edit 512 px batch 1 (ours,
 #         diffusers eager). About 8-9 min: the 15 min of device time of one session fit this stage.
 #   more: train 512 px batch 16 (ours, eager, torch.compile); edit batch 1 and 8 (ours, eager, U-Net
@@ -111,8 +111,10 @@ print("preflight ok:", jax.default_backend(), jax.devices()[0].device_kind, "fla
 case "$stage" in
   one)  # the must-show numbers of one 15-minute session, most important first
     preflight
-    CAP_S=370 bench train256 120 train_step.py --resolution 256 --batch 64 --attention auto --skip-eager \
-      --profile 3
+    # No profile: with it the torch.compile side outgrew its share (2026-11-27, second session). Ours uses
+    # the trainer's default state layout (conv_ohwi on GPUs) and the known FLOP count.
+    CACHE= CAP_S=370 bench train256 120 train_step.py --resolution 256 --batch 64 --attention auto \
+      --skip-eager --steps 5 --warmup 2 --model-flops 32.79
     CAP_S=170 bench edit512 90 edit_latency.py --resolution 512 --batch 1 --attention auto --skip-eager
     bench edit512_b16 60 edit_latency.py --resolution 512 --batch 16 --iters 3 --attention auto --skip-torch
     ;;
