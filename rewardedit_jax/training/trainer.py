@@ -409,18 +409,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     schedule = NoiseSchedule.from_scheduler_config(models.scheduler_config)
     reward = config.reward.enabled
-    compute = DTYPES[config.compute_dtype]
-    step_cfg = step_lib.StepConfig(
-        schedule=schedule,
-        scaling_factor=float(models.vae.scaling_factor),
-        cfg_dropout_prob=config.cfg_dropout_prob,
-        reward=reward,
-        grad_accum_steps=config.grad_accum_steps,
-        ema_max_decay=config.ema.max_decay if config.ema.enabled else None,
-        compute_dtype=compute,
-        high_noise_fraction=config.timesteps.high_noise_fraction,
-        high_noise_from=config.timesteps.high_noise_from,
-    )
+    step_cfg = _step_config(config, schedule, float(models.vae.scaling_factor))
     models.unet.remat = config.remat == "blocks"
     unet_g, params, unet_rngs = nnx.split(models.unet, nnx.Param, ...)
     vae_g, vae_state = nnx.split(models.vae)
@@ -452,13 +441,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         "ema": jax.tree.map(jnp.copy, params) if config.ema.enabled else None,
         "rng": to_global(jax.random.key_data(jax.random.key(config.seed)), rep),
     }
-    state_sh = {
-        "step": rep,
-        "params": params_sh,
-        "opt_state": opt_sh,
-        "ema": params_sh if config.ema.enabled else None,
-        "rng": rep,
-    }
+    state_sh = _state_shardings(config, params_sh, opt_sh, rep)
 
     data = _data_iterator(config, models.tokenizer, config.seed)
     ckpt_dir = workdir / workdir_lib.CHECKPOINTS
@@ -657,13 +640,7 @@ def compile_abstract(config: ml_collections.ConfigDict, *, mesh=None):
         "ema": params if config.ema.enabled else None,
         "rng": jax.ShapeDtypeStruct((2,), jnp.uint32),
     }
-    state_sh = {
-        "step": rep,
-        "params": params_sh,
-        "opt_state": opt_sh,
-        "ema": params_sh if config.ema.enabled else None,
-        "rng": rep,
-    }
+    state_sh = _state_shardings(config, params_sh, opt_sh, rep)
     b, r = config.batch_size, config.data.resolution
     batch = {
         "source_image": jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32),
@@ -673,17 +650,7 @@ def compile_abstract(config: ml_collections.ConfigDict, *, mesh=None):
     if reward:
         batch["feedback_input_ids"] = jax.ShapeDtypeStruct((b, 77), jnp.int32)
         batch["reward_scores"] = jax.ShapeDtypeStruct((b, 3), jnp.float32)
-    step_cfg = step_lib.StepConfig(
-        schedule=NoiseSchedule.sd15(),
-        scaling_factor=float(vae.scaling_factor),
-        cfg_dropout_prob=config.cfg_dropout_prob,
-        reward=reward,
-        grad_accum_steps=config.grad_accum_steps,
-        ema_max_decay=config.ema.max_decay if config.ema.enabled else None,
-        compute_dtype=compute,
-        high_noise_fraction=config.timesteps.high_noise_fraction,
-        high_noise_from=config.timesteps.high_noise_from,
-    )
+    step_cfg = _step_config(config, NoiseSchedule.sd15(), float(vae.scaling_factor))
     train_step = step_lib.make_train_step(
         step_lib.Models(unet_g, vae_g, te_g), step_cfg, optimizer, step_lib.learning_rate_schedule(config)
     )
@@ -698,6 +665,32 @@ def compile_abstract(config: ml_collections.ConfigDict, *, mesh=None):
     )
     with attention_implementation(config.attention):
         return jitted.lower(state, batch, frozen).compile()
+
+
+def _step_config(config, schedule: NoiseSchedule, scaling_factor: float) -> step_lib.StepConfig:
+    """The train step's settings from ``config`` (the noise schedule and VAE scaling come from the model)."""
+    return step_lib.StepConfig(
+        schedule=schedule,
+        scaling_factor=scaling_factor,
+        cfg_dropout_prob=config.cfg_dropout_prob,
+        reward=config.reward.enabled,
+        grad_accum_steps=config.grad_accum_steps,
+        ema_max_decay=config.ema.max_decay if config.ema.enabled else None,
+        compute_dtype=DTYPES[config.compute_dtype],
+        high_noise_fraction=config.timesteps.high_noise_fraction,
+        high_noise_from=config.timesteps.high_noise_from,
+    )
+
+
+def _state_shardings(config, params_sh, opt_sh, rep) -> dict:
+    """Shardings of the train state ``{step, params, opt_state, ema, rng}``."""
+    return {
+        "step": rep,
+        "params": params_sh,
+        "opt_state": opt_sh,
+        "ema": params_sh if config.ema.enabled else None,
+        "rng": rep,
+    }
 
 
 def optimizer_shardings(opt_state, params, params_sh, rep):
