@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `configs` and `rewardedit_jax` from a plain checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-# H100 SXM dense bf16 matrix peak (datasheet), the denominator of MFU (REFERENCE.md section 7).
+# H100 SXM dense bf16 matrix peak (datasheet), the denominator of MFU
+# (docs/sources.md, "Peer performance numbers").
 H100_BF16_DENSE_TFLOPS = 989.0
 RESULT_PREFIX = "RESULT "
 # CPU smoke runs: compile time dominates tiny models, and the unoptimized backend halves it.
@@ -238,35 +239,6 @@ def jax_peak_memory_bytes() -> int | None:
     if not stats:
         return None
     return int(stats.get("peak_bytes_in_use", stats.get("bytes_in_use", 0))) or None
-
-
-def compiled_memory(compiled) -> dict | None:
-    """XLA's static memory analysis of a compiled executable (bytes): arguments, outputs, temporaries."""
-    try:
-        m = compiled.memory_analysis()
-    except Exception:  # not every backend implements it
-        return None
-    if m is None:
-        return None
-    return {
-        "argument_bytes": int(m.argument_size_in_bytes),
-        "output_bytes": int(m.output_size_in_bytes),
-        "alias_bytes": int(m.alias_size_in_bytes),
-        "temp_bytes": int(m.temp_size_in_bytes),
-    }
-
-
-def cost_flops(stage) -> float | None:
-    """``flops`` of XLA's cost analysis of a ``Lowered`` or ``Compiled`` stage (None if not reported)."""
-    try:
-        analysis = stage.cost_analysis()
-    except Exception:
-        return None
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else None
-    if not analysis or "flops" not in analysis:
-        return None
-    return float(analysis["flops"])
 
 
 # --- environment --------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ warm-up compiles).
     python benchmarks/edit_latency.py --tiny --skip-compile          # CPU smoke, ~30 s
     python benchmarks/edit_latency.py --batch 1 8 --json e.json      # H100 (benchmarks/run_gpu.sh)
 
-REFERENCE.md section 7's peer (H100, fp16, batch 1): eager 0.82-1.61 s, U-Net under torch.compile 0.43 s.
+The peer of docs/sources.md, "Peer performance numbers" (H100, fp16, batch 1): eager 0.82-1.61 s, U-Net
+under torch.compile 0.43 s.
 """
 
 from __future__ import annotations
@@ -355,7 +356,7 @@ def summarize(args, results: list[dict]) -> tuple[str, list[dict]]:
     if gpu and standard and 1 in ours_by_batch:
         mine = ours_by_batch[1]
         lines.append(
-            "vs REFERENCE.md section 7 (H100, fp16, batch 1, another run): eager 0.82-1.61 s -> ours "
+            "vs docs/sources.md peers (H100, fp16, batch 1, another run): eager 0.82-1.61 s -> ours "
             f"{0.82 / mine:.2f}-{1.61 / mine:.2f}x; U-Net under torch.compile 0.43 s -> ours "
             f"{0.43 / mine:.2f}x"
         )

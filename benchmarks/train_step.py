@@ -10,7 +10,7 @@ MFU against 989 TFLOP/s from XLA's cost analysis of our compiled step, peak devi
 throughput over each peer's.
 
     python benchmarks/train_step.py --tiny --skip-compile                 # CPU smoke, ~20 s
-    python benchmarks/train_step.py --resolution 256 --batch 64           # H100: the REFERENCE.md peer shape
+    python benchmarks/train_step.py --resolution 256 --batch 64           # H100: the shape of PEER
     python benchmarks/train_step.py --resolution 512 --batch 16 --json r.json
     python benchmarks/train_step.py --cost-only --batch 1                 # FLOPs/memory from abstract shapes
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,23 +46,9 @@ TINY_UNET = dict(
 TEXT_LENGTH = 77
 LATENT_CHANNELS = 4
 VAE_FACTOR = 8
-SCALING_FACTOR = 0.18215
-CFG_DROPOUT = 0.05
-# The official optimizer (REFERENCE.md section 3), for both sides.
-OPTIMIZER = types.SimpleNamespace(
-    learning_rate=5e-5,
-    lr_schedule="constant",
-    warmup_steps=0,
-    total_steps=10_000,
-    adam_b1=0.9,
-    adam_b2=0.999,
-    adam_eps=1e-8,
-    weight_decay=1e-2,
-    grad_clip_norm=1.0,
-)
-EMA_DECAY = 0.9999
-# REFERENCE.md section 7 (H100, torch 2.11, diffusers 0.42.1): 256 px images/s, for context only.
-REFERENCE_PEER = {
+# Peer numbers (docs/sources.md, "Peer performance numbers"; H100, torch 2.11, diffusers 0.42.1): 256 px
+# images/s, for context only.
+PEER = {
     (256, 64): {"torch eager": 328.0, "torch.compile": 476.0},
     (256, 32): {"torch eager": 212.0},
 }
@@ -147,14 +132,27 @@ def text_dim(config: dict) -> int:
 # --- our side -------------------------------------------------------------------------------------------
 
 
-def _remat_blocks(unet) -> None:
-    """Wrap each down/mid/up block's ``__call__`` in ``nnx.remat`` (activations recomputed in backward)."""
-    from flax import nnx
+def train_config(args):
+    """The training config the benchmark's step is built from (``rewardedit_jax.training.builder``, as the
+    trainer builds it): configs/default.py's official optimizer, CFG dropout and EMA, latent batches."""
+    from configs import default
+    from configs.sd15_ip2p import SD15_VAE
 
-    for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
-        cls = type(block)
-        remat_cls = type(cls.__name__ + "Remat", (cls,), {"__call__": nnx.remat(cls.__call__)})
-        block.__class__ = remat_cls
+    config = default.get_config()
+    config.batch_size = args.batch
+    config.data.resolution = args.resolution
+    config.data.latent_cache = "benchmark"  # latent batches: no VAE or text encoder in the step
+    config.model.unet = unet_config(args)
+    config.model.vae = dict(SD15_VAE)  # its scaling factor and downsampling (8) shape the latents
+    config.reward.enabled = not args.no_reward
+    config.ema.enabled = args.ema
+    config.compute_dtype = "bfloat16" if args.dtype == "bf16" else "float32"
+    config.remat = "blocks" if args.remat else "none"
+    config.attention = args.attention
+    if args.state_layout != "xla_auto":  # xla_auto is a benchmark-only layout, passed to the builder
+        config.state_layout = args.state_layout
+    config.mesh.data = 1
+    return config
 
 
 def _command_buffer_note() -> str:
@@ -168,119 +166,49 @@ def _command_buffer_note() -> str:
 
 def run_jax(args) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from flax import nnx
 
-    from rewardedit_jax.models.attention import attention_implementation
     from rewardedit_jax.models.layers import count_params, fill_random_, group_norm_implementation
-    from rewardedit_jax.models.reward import NUM_SCORES, RewardConfig
-    from rewardedit_jax.models.unet import UNetConfig, build_unet
     from rewardedit_jax.schedule import NoiseSchedule
+    from rewardedit_jax.training import analysis, builder
     from rewardedit_jax.training import sharding as shard_lib
-    from rewardedit_jax.training import step as step_lib
 
     common.enable_jax_compilation_cache(args.cache_dir)
-    reward = not args.no_reward
-    compute = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
-    config = unet_config(args)
-    cfg = UNetConfig.from_diffusers(config, reward=RewardConfig() if reward else None)
-    unet = build_unet(cfg, dtype=compute, abstract=True)
+    config = train_config(args)
+    mesh = shard_lib.make_mesh(dict(config.mesh), jax.devices()[:1])
+    layout = args.state_layout if args.state_layout == "xla_auto" else None
+    components = builder.abstract_components(config, encoders=False)
+    unet = components.unet
     n_params = count_params(unet)
 
-    b, side, d = args.batch, args.resolution // VAE_FACTOR, text_dim(config)
-    latent = (b, side, side, LATENT_CHANNELS)
-    f32 = jnp.float32
-    batch_shapes = {
-        "source_latent": jax.ShapeDtypeStruct(latent, f32),
-        "edited_latent_mean": jax.ShapeDtypeStruct(latent, f32),
-        "edited_latent_logvar": jax.ShapeDtypeStruct(latent, f32),
-        "encoder_hidden_states": jax.ShapeDtypeStruct((b, TEXT_LENGTH, d), f32),
-    }
-    if reward:
-        batch_shapes["feedback_pooled"] = jax.ShapeDtypeStruct((b, d), f32)
-        batch_shapes["reward_scores"] = jax.ShapeDtypeStruct((b, NUM_SCORES), f32)
-
-    step_cfg = step_lib.StepConfig(
-        schedule=NoiseSchedule.sd15(),
-        scaling_factor=SCALING_FACTOR,
-        cfg_dropout_prob=CFG_DROPOUT,
-        reward=reward,
-        ema_max_decay=EMA_DECAY if args.ema else None,
-        compute_dtype=compute,
-    )
-    optimizer = step_lib.make_optimizer(OPTIMIZER)
-
-    def abstract_inputs(graphdef_params_rngs):
-        graphdef, params, rngs = graphdef_params_rngs
-        shape = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
-        params = jax.tree.map(shape, params)
-        state = {
-            "step": jax.ShapeDtypeStruct((), jnp.int32),
-            "params": params,
-            "opt_state": jax.eval_shape(optimizer.init, params),
-            "ema": params if args.ema else None,
-            "rng": jax.ShapeDtypeStruct((2,), jnp.uint32),
-        }
-        frozen = {
-            "empty_embeds": jax.ShapeDtypeStruct((TEXT_LENGTH, d), f32),
-            "unet_rngs": jax.tree.map(shape, rngs),
-        }
-        return state, frozen
-
-    layout = args.state_layout
-    if layout != "xla_auto":
-        layout = shard_lib.resolve_state_layout(layout)
-
-    def state_formats(state, layout: str):
-        """The state's in/out formats for the layout (None: JAX's default, row-major)."""
-        if layout == "default":
-            return None
-        if layout == "xla_auto":
-            from jax.experimental.layout import Format, Layout
-
-            return jax.tree.map(lambda _: Format(Layout.AUTO), state)
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        return shard_lib.state_formats(jax.tree.map(lambda _: device, state), state, layout)
-
-    def lower(graphdef, state, frozen, attention: str, group_norm: str = "flax", layout: str = "default"):
-        # The latent batch needs no VAE or text encoder: encode_batch reads only the U-Net's graph.
-        models = step_lib.Models(unet=graphdef, vae=None, text_encoder=None)
-        train_step = step_lib.make_train_step(
-            models, step_cfg, optimizer, step_lib.learning_rate_schedule(OPTIMIZER)
+    def build(config, layout):
+        return builder.build_train_step(
+            config, mesh, components, schedule=NoiseSchedule.sd15(), latent=True, layout=layout
         )
-        formats = state_formats(state, layout)
-        kwargs = {}
-        if formats is not None:
-            kwargs = dict(in_shardings=(formats, None, None), out_shardings=(formats, None))
-        with attention_implementation(attention), group_norm_implementation(group_norm):
-            return jax.jit(train_step, donate_argnums=(0,), **kwargs).lower(state, batch_shapes, frozen)
 
-    split = nnx.split(unet, nnx.Param, ...)
-    state_shapes, frozen_shapes = abstract_inputs(split)
-    # Model FLOPs (the MFU numerator): the portable graph (xla attention, no remat) before optimization.
-    # Fused attention kernels are custom calls whose FLOPs XLA does not count; remat adds recomputation.
+    # Model FLOPs (the MFU numerator): the portable graph (xla attention, no remat, row-major state) before
+    # optimization. Fused attention kernels are custom calls whose FLOPs XLA does not count; remat adds
+    # recomputation.
     t0 = time.perf_counter()
-    model_lowered = lower(split[0], state_shapes, frozen_shapes, "xla")
-    lowered = model_lowered
-    same_graph = args.attention == "xla" or jax.default_backend() != "gpu"  # auto is xla off GPU
-    if args.remat or not same_graph or args.group_norm != "flax" or layout != "default":
-        if args.remat:
-            _remat_blocks(unet)
-        graphdef = nnx.split(unet, nnx.Param, ...)[0]
-        lowered = lower(graphdef, state_shapes, frozen_shapes, args.attention, args.group_norm, layout)
+    portable = config.copy_and_resolve_references()
+    portable.attention, portable.remat, portable.state_layout = "xla", "none", "default"
+    model_lowered = build(portable, None).lower()
+    step = build(config, layout)
+    with group_norm_implementation(args.group_norm):
+        lowered = step.lower()
     lower_s = time.perf_counter() - t0
-    flops_model = common.cost_flops(model_lowered)
+    flops_model = analysis.cost_flops(model_lowered)
     result = {
         "side": "jax",
         "label": f"rewardedit_jax ({args.attention} attention{', remat' if args.remat else ''}"
         f"{', GroupNorm ' + args.group_norm if args.group_norm != 'flax' else ''}"
-        f"{', state layout ' + layout if layout != 'default' else ''}"
+        f"{', state layout ' + step.layout if step.layout != 'default' else ''}"
         f"{_command_buffer_note()})",
         "params": n_params,
         "lower_s": lower_s,
         "flops_per_step": flops_model,
-        "flops_per_step_lowered": common.cost_flops(lowered),
+        "flops_per_step_lowered": analysis.cost_flops(lowered),
         "env": common.jax_environment(),
     }
     if args.cost_only and args.lower_only:
@@ -289,8 +217,8 @@ def run_jax(args) -> dict:
     compiled = lowered.compile(common.TINY_COMPILER_OPTIONS if args.tiny else None)
     compile_s = time.perf_counter() - t0
     result["compile_s"] = compile_s
-    result["flops_per_step_compiled"] = common.cost_flops(compiled)
-    result["compiled_memory"] = common.compiled_memory(compiled)
+    result["flops_per_step_compiled"] = analysis.cost_flops(compiled)
+    result["compiled_memory"] = analysis.compiled_memory(compiled)
     if args.dump_dir:
         result["hlo_dump"] = common.write_gzip_text(
             Path(args.dump_dir) / f"hlo_{args.dump_tag}.txt.gz", compiled.as_text()
@@ -299,39 +227,29 @@ def run_jax(args) -> dict:
         return result
 
     fill_random_(unet, seed=0)
-    graphdef, params, unet_rngs = nnx.split(unet, nnx.Param, ...)
-    del graphdef
-    params = jax.device_put(params)
-    state = {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "opt_state": jax.jit(optimizer.init)(params),
-        "ema": jax.tree.map(jnp.copy, params) if args.ema else None,
-        "rng": jax.random.key_data(jax.random.key(0)),
-    }
+    unet_rngs = nnx.split(unet, nnx.Param, ...)[2]
+    state = step.init_state(nnx.state(unet, nnx.Param), seed=0)
     rng = np.random.default_rng(0)
     batch = {}
-    for name, spec in batch_shapes.items():
+    for name, spec in step.batch.items():
         if name == "reward_scores":
             value = rng.uniform(0.0, 5.0, spec.shape)
         elif name == "edited_latent_logvar":
             value = rng.uniform(-6.0, -2.0, spec.shape)
         else:
             value = rng.standard_normal(spec.shape)
-        batch[name] = jax.device_put(value.astype(np.float32))
-    frozen = {
-        "empty_embeds": jax.device_put(rng.standard_normal((TEXT_LENGTH, d)).astype(np.float32)),
-        "unet_rngs": unet_rngs,
-    }
-    if layout != "default":
+        batch[name] = value.astype(np.float32)
+    batch = step.place_batch(batch)
+    empty = rng.standard_normal(step.frozen["empty_embeds"].shape).astype(np.float32)
+    frozen = step.place_frozen({"empty_embeds": empty, "unet_rngs": unet_rngs})
+    if step.layout != "default":
         # Lay the state out as the executable expects (what XLA chose for xla_auto), and record the
         # layouts of the 4-D kernels.
-        formats = compiled.input_formats[0][0]
-        old, state = state, jax.device_put(state, formats)
+        old, state = state, jax.device_put(state, compiled.input_formats[0][0])
         for old_leaf, new_leaf in zip(jax.tree.leaves(old), jax.tree.leaves(state)):
             if old_leaf is not new_leaf:
                 old_leaf.delete()  # no second copy of the weights (the U-Net module still refers to them)
-        del old, params
+        del old
         chosen: dict[str, int] = {}
         for x in jax.tree.leaves(state["params"]):
             if x.ndim == 4:
@@ -377,6 +295,9 @@ def run_torch(args, compile_model: bool) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     config = unet_config(args)
+    train = train_config(args)  # the official optimizer, CFG dropout and EMA, as our side
+    cfg_dropout, ema_decay = train.cfg_dropout_prob, train.ema.max_decay
+    scaling_factor = train.model.vae.scaling_factor
     torch.manual_seed(0)
     cls = RewardUNet2DConditionModel if reward else diffusers.UNet2DConditionModel
     with torch.device(device):
@@ -384,7 +305,7 @@ def run_torch(args, compile_model: bool) -> dict:
     unet.train()
     n_params = sum(p.numel() for p in unet.parameters())
     params = [p for p in unet.parameters() if p.requires_grad]
-    o = OPTIMIZER
+    o = train
     try:
         opt = torch.optim.AdamW(
             params, lr=o.learning_rate, betas=(o.adam_b1, o.adam_b2), eps=o.adam_eps,
@@ -422,14 +343,14 @@ def run_torch(args, compile_model: bool) -> dict:
 
     def one_step():
         with torch.no_grad():
-            edited = (mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)) * SCALING_FACTOR
+            edited = (mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)) * scaling_factor
             noise = torch.randn_like(edited)
             t = torch.randint(0, schedule.num_train_timesteps, (b,), device=device)
             a = acp[t].view(b, 1, 1, 1)
             noisy = a.sqrt() * edited + (1 - a).sqrt() * noise
             u = torch.rand((b,), device=device)
-            context = torch.where((u < 2 * CFG_DROPOUT).view(b, 1, 1), empty, text)
-            keep = ~((u >= CFG_DROPOUT) & (u < 3 * CFG_DROPOUT))
+            context = torch.where((u < 2 * cfg_dropout).view(b, 1, 1), empty, text)
+            keep = ~((u >= cfg_dropout) & (u < 3 * cfg_dropout))
             cond = source * keep.view(b, 1, 1, 1)
         with autocast:
             kwargs = {"added_cond_kwargs": added} if reward else {}
@@ -441,7 +362,7 @@ def run_torch(args, compile_model: bool) -> dict:
         opt.zero_grad(set_to_none=True)
         if ema is not None:
             s = step_count[0]
-            decay = min(EMA_DECAY, (1 + s) / (10 + s))
+            decay = min(ema_decay, (1 + s) / (10 + s))
             with torch.no_grad():
                 torch._foreach_lerp_(ema, params, 1.0 - decay)
         step_count[0] += 1
@@ -537,13 +458,13 @@ def summarize(args, results: list[dict]) -> tuple[str, list[dict]]:
     if flops:
         lines.append(
             f"FLOP per step (XLA cost analysis, xla-attention graph): {flops / 1e12:.4g} T = "
-            f"{flops / args.batch / 1e12:.4g} TFLOP per image (REFERENCE.md: 0.54 at 256 px, 2.41 at 512 px)"
+            f"{flops / args.batch / 1e12:.4g} TFLOP per image (peer numbers: 0.54 at 256 px, 2.41 at 512 px)"
         )
-    peer = REFERENCE_PEER.get((args.resolution, args.batch)) if (gpu and not args.tiny) else None
+    peer = PEER.get((args.resolution, args.batch)) if (gpu and not args.tiny) else None
     if peer and ours:
         mine = args.batch / ours["median_s"]
         lines.append(
-            "vs REFERENCE.md section 7 (H100, torch 2.11, another run): "
+            "vs docs/sources.md peers (H100, torch 2.11, another run): "
             + ", ".join(f"{k} {v:.0f} img/s -> ours {mine / v:.2f}x" for k, v in peer.items())
         )
     return "\n".join(lines), records

@@ -89,19 +89,32 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.flip = True  # random horizontal flips (official); off for data whose text says left/right
 
     # --- parallelism -------------------------------------------------------------------------------------
-    # Mesh sizes; -1 = all remaining devices. The batch is split over (data, fsdp); parameters and
-    # optimizer state are sharded by the logical-axis rules below.
+    # Mesh sizes within a slice (a TPU slice; elsewhere all devices); -1 = all remaining devices. The
+    # batch is split over (data, fsdp); parameters and optimizer state are sharded by the logical-axis
+    # rules below. jax's mesh_utils lays the axes on the interconnect (tensor innermost, on the fastest
+    # links); a mesh the topology cannot hold is an error (docs/scaling.md).
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
+    # Sizes across slices (multi-slice TPU over the data-center network, DCN); -1 = the remaining slices.
+    # Each mesh axis is the product of its DCN and in-slice sizes, the DCN part outermost. On devices
+    # without slices (GPU clusters) a DCN size above 1 makes each process (host) a unit instead.
+    c.mesh.dcn_data = -1
+    c.mesh.dcn_fsdp = 1
+    c.mesh.dcn_tensor = 1
+    # Let mesh_utils split a physical torus axis over several mesh axes when the shape needs it.
+    c.mesh.allow_split_physical_axes = False
     # Logical parameter axis -> mesh axis (or None = replicated). See rewardedit_jax/models/layers.py.
+    # Convolution kernels split over fsdp (input channels) only: jax 0.10.2's SPMD partitioner computes
+    # wrong input gradients for chained 3x3 convolutions whose kernels are split over fsdp and tensor at
+    # once on a mesh where data, fsdp and tensor are all > 1 (docs/scaling.md); such rules are refused.
     c.sharding_rules = (
         ("embed", "fsdp"),
         ("mlp", "tensor"),
         ("heads", "tensor"),
         ("conv_in", "fsdp"),
-        ("conv_out", "tensor"),
+        ("conv_out", None),
         ("norm", None),
         ("vocab", None),
         ("positions", None),

@@ -3,9 +3,10 @@
     make demo                       # builds the data, trains, evaluates, exports (see README)
     python -m rewardedit_jax.demo --out demo_out --seeds 0 1
 
-A ~1.0M-parameter U-Net with attention only at 8x8 (REFERENCE.md section 8: attention at full
-resolution costs 3x on a CPU), in pixel space (an identity "VAE"), conditioned by a small frozen random
-CLIP text encoder over the dataset's words. Stage 1 has no reward; stage 2 (``reward.enabled``) starts
+A ~1.0M-parameter U-Net with attention only at 8x8 (docs/sources.md, "Small-model CPU training budget":
+attention at full resolution costs 3x on a CPU), in pixel space (an identity "VAE"), conditioned by a
+small frozen random CLIP text encoder over the dataset's words. Stage 1 has no reward; stage 2
+(``reward.enabled``) starts
 from it. Batch 32, lr 1e-3 with warmup; cosine noise schedule with v-prediction (see below). About 0.34 s
 per step on 2 CPU cores (0.40 s with the reward modules); the demo sets the step counts (800 + 1600).
 Batch 32 for twice the steps beats batch 64 at equal time: after 4.9 min of stage 1, preserving 3.21

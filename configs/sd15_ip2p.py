@@ -5,13 +5,17 @@
     python -m rewardedit_jax.train --config configs/sd15_ip2p.py --workdir runs/stage1 \
         --config.init_from=sd15_flax --config.data.data_dir=D
 
-The official recipe (REFERENCE.md section 3): 256px, AdamW 5e-5 constant, clip 1.0, CFG dropout 0.05,
-EMA. ``init_from`` may also be the diffusers folder itself (the 4-channel conv_in is expanded to 8, the
-new channels zero). The SD 1.5 architecture below is used only for random init (``init_from=''``) and
-for ahead-of-time compilation from abstract shapes.
+The official recipe (docs/sources.md, "Training recipe"): 256px, AdamW 5e-5 constant, clip 1.0, CFG
+dropout 0.05, EMA. ``init_from`` may also be the diffusers folder itself (the 4-channel conv_in is expanded
+to 8, the new channels zero). The SD 1.5 architecture below is used only for random init
+(``init_from=''``) and for ahead-of-time compilation from abstract shapes.
+
+Global batch 128, the train state sharded over every device by default. TPU slices: ``CONFIG:v5e-16``
+(5.9-6.0 GiB of 16 GiB per chip at 256 px) and ``CONFIG:v5p-8`` (29 GiB of 95 GiB), measured by
+``python -m rewardedit_jax.aot`` (configs/tpu.py, docs/scaling.md).
 """
 
-from configs import default
+from configs import default, tpu
 
 SD15_UNET = dict(
     act_fn="silu",
@@ -51,10 +55,10 @@ SD15_TEXT_ENCODER = dict(
 )
 
 
-def get_config():
+def get_config(variant: str = ""):
     c = default.get_config()
     c.total_steps = 10_000
-    c.batch_size = 64
+    c.batch_size = 128
     c.learning_rate = 5e-5
     c.checkpoint_every_steps = 500
     c.data.name = "instruct_pix2pix"
@@ -63,4 +67,17 @@ def get_config():
     c.model.vae = SD15_VAE
     c.model.text_encoder = SD15_TEXT_ENCODER
     c.reward.enabled = False
-    return c
+    shard_train_state(c)
+    return tpu.apply(c, variant)
+
+
+def shard_train_state(c):
+    """Shard parameters, Adam moments and EMA over every device (``fsdp=-1``).
+
+    The SD 1.5 train state is 13.8 GB in float32 (docs/scaling.md), more than a 16 GiB TPU v5e chip or a
+    24 GB GPU can hold next to the activations, so these configs shard it by default; the batch is split
+    over the same axis. Where a replica fits and the all-reduce is cheaper, pick data parallelism instead:
+    ``--config.mesh.data=-1 --config.mesh.fsdp=1`` (or the ``v5p-8`` variant).
+    """
+    c.mesh.data = 1
+    c.mesh.fsdp = -1

@@ -6,14 +6,18 @@
 
 ``init_from``: a stage-1 training workdir (its EMA weights), a Flax model directory, or an InstructPix2Pix
 diffusers folder (e.g. timbrooks/instruct-pix2pix downloaded by hand); the reward modules are added with
-fresh weights. Official hyperparameters (REFERENCE.md section 3): lr 5e-5 constant, no warmup, 10,000
-steps, per-GPU batch 4 x accumulation 4 (x GPUs; 8 GPUs -> 128), checkpoint every 500, EMA.
+fresh weights. Official hyperparameters (docs/sources.md, "Training recipe"): lr 5e-5 constant, no
+warmup, 10,000 steps, per-GPU batch 4 x accumulation 4 (x GPUs; 8 GPUs -> 128), checkpoint every 500, EMA.
+
+Global batch 128, the train state sharded over every device by default. TPU slices: ``CONFIG:v5e-16``
+(5.9-6.0 GiB of 16 GiB per chip at 256 px) and ``CONFIG:v5p-8`` (29 GiB of 95 GiB), measured by
+``python -m rewardedit_jax.aot`` (configs/tpu.py, docs/scaling.md).
 """
 
-from configs import default, sd15_ip2p
+from configs import default, sd15_ip2p, tpu
 
 
-def get_config():
+def get_config(variant: str = ""):
     c = default.get_config()
     c.total_steps = 10_000
     c.batch_size = 128
@@ -27,4 +31,5 @@ def get_config():
     c.model.vae = sd15_ip2p.SD15_VAE
     c.model.text_encoder = sd15_ip2p.SD15_TEXT_ENCODER
     c.reward.enabled = True
-    return c
+    sd15_ip2p.shard_train_state(c)
+    return tpu.apply(c, variant)

@@ -30,8 +30,8 @@ PERSPECTIVES = ("following", "preserving", "quality")
 # names failures of every perspective.
 BEST_FEEDBACK = "; ".join(["There are no noticeable negative aspects."] * 3)
 LOW_FEEDBACK = "The color is wrong.; Unrequested regions changed.; The image is noisy and blurry."
-# The official Real-Edit sampler (REFERENCE.md section 4): stochastic, so each model is sampled from the
-# distribution it learned (corruptions included), not from its deterministic mean path.
+# The official Real-Edit sampler (docs/sources.md, "Generation settings"): stochastic, so each model is
+# sampled from the distribution it learned (corruptions included), not from its deterministic mean path.
 SCHEDULER = "euler_ancestral"
 EXPORT_DIR = "export_reward"  # OUT/export_reward: the last seed's reward model in diffusers format
 

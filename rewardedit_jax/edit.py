@@ -1,26 +1,40 @@
-"""Edit one image with an instruction: ``python -m rewardedit_jax.edit``.
+"""Edit images with instructions: ``python -m rewardedit_jax.edit``.
 
     python -m rewardedit_jax.edit --model PATH --image IN.jpg --instruction "make it snowy" --out OUT.png \\
         [--reward 5,5,5] [--feedback "None; None; None"] [--steps 30] [--text-guidance 7.5] \\
         [--image-guidance 1.5] [--seed 42] [--resolution 512] [--scheduler euler_ancestral]
+    python -m rewardedit_jax.edit --model PATH --image A.jpg --image B.jpg --instruction "make it snowy" \\
+        --out OUTDIR [--batch-size 8] [--shared-noise]
 
 ``PATH`` is a diffusers pipeline folder or a Flax model directory (``python -m rewardedit_jax.convert
 import``). The input is fitted like the official protocol (long side about ``--resolution``, both sides
-multiples of 64, centre crop + LANCZOS; REFERENCE.md section 4) and edited with the official settings by
-default (Euler ancestral, 30 steps, text guidance 7.5, image guidance 1.5, seed 42). For a reward model the
+multiples of 64, centre crop + LANCZOS; docs/sources.md, "Generation settings") and edited with the
+official settings by default (Euler ancestral, 30 steps, text guidance 7.5, image guidance 1.5, seed 42).
+For a reward model the
 condition defaults to the best one (scores 5,5,5 and feedback "None; None; None"); ``--reward`` and
 ``--feedback`` are errors for a stock model. The output is written atomically; progress goes to stderr.
+
+Several edits (``--image`` and/or ``--instruction`` repeated: one instruction for all images, one image for
+all instructions, or pairs in order) go to the folder ``--out`` as ``<i>_<image name>.png``. Edit i is seeded
+with ``--seed`` + i (``--shared-noise``: every edit with ``--seed``), and the edits are sampled by
+:func:`rewardedit_jax.parallel.generate`: grouped by fitted size, ``--batch-size`` edits per device per call,
+sharded over all local devices and, in a multi-host job (``--coordinator-address`` ...), over all hosts.
+``--model``, ``--image`` and ``--out`` may be remote URLs (``gs://...``, :mod:`rewardedit_jax.io`).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+import numpy as np
+
+from rewardedit_jax.io import PathError, atomic_write_bytes, check_bucket, read_bytes, to_path
+from rewardedit_jax.parallel import add_distributed_arguments, initialize_distributed
 
 SCHEDULER_CHOICES = ("euler_ancestral", "euler", "ddim")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
@@ -86,30 +100,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", required=True, help="diffusers pipeline folder, Flax model directory or training workdir"
     )
-    p.add_argument("--image", required=True, help="input image file")
-    p.add_argument("--instruction", required=True, help="the edit instruction")
-    p.add_argument("--out", required=True, help="output image file (PNG)")
-    add_sampling_arguments(p, seed_help="random seed (default 42)")
+    p.add_argument(
+        "--image", required=True, action="append", help="input image file (repeat it to edit several images)"
+    )
+    p.add_argument(
+        "--instruction",
+        required=True,
+        action="append",
+        help="the edit instruction: one for every image, or one per --image (repeated, in order)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output image file (PNG); with several edits a folder, edit i written as <i>_<image name>.png",
+    )
+    add_sampling_arguments(p, seed_help="random seed; edit i of several is seeded with seed + i (default 42)")
+    p.add_argument("--shared-noise", action="store_true", help="several edits: seed every one with --seed")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="several edits: edits per device per sampler call (default 8)",
+    )
     p.add_argument("--resolution", type=int, default=512, help="long side of the fitted input (default 512)")
+    add_distributed_arguments(p)
     return p
 
 
+def edit_pairs(images: list[str], instructions: list[str]) -> list[tuple[str, str]]:
+    """(image, instruction) of every edit: one instruction for all images, one image for all instructions,
+    or one per image."""
+    if len(instructions) == 1 or len(images) == 1 or len(images) == len(instructions):
+        count = max(len(images), len(instructions))
+        return [(images[i % len(images)], instructions[i % len(instructions)]) for i in range(count)]
+    raise EditError(
+        f"--image is given {len(images)} times and --instruction {len(instructions)} times; "
+        "give one instruction for all images or one per image"
+    )
+
+
+def output_paths(out: str, pairs: list[tuple[str, str]]) -> list:
+    """Where each edit is written: ``--out`` itself for one edit, ``OUT/<i>_<image name>.png`` for several."""
+    out = to_path(out)
+    if len(pairs) == 1:
+        return [out]
+    return [out / f"{i:04d}_{to_path(image).stem}.png" for i, (image, _) in enumerate(pairs)]
+
+
 def _check_args(args) -> None:
-    image, model, out = Path(args.image), Path(args.model), Path(args.out)
-    if not image.exists():
-        raise EditError(f"{image}: no such image file")
-    if not image.is_file():
-        raise EditError(f"{image}: not a file")
+    pairs = edit_pairs(args.image, args.instruction)
+    try:
+        model, out = to_path(args.model), to_path(args.out)
+        check_bucket(out)  # before the model is loaded and sampled
+        images = [to_path(image) for image in dict.fromkeys(args.image)]
+    except PathError as e:
+        raise EditError(str(e)) from None
+    for image in images:
+        if not image.exists():
+            raise EditError(f"{image}: no such image file")
+        if not image.is_file():
+            raise EditError(f"{image}: not a file")
     if not model.exists():
         raise EditError(f"{model}: no such model folder")
     if not model.is_dir():
         raise EditError(f"{model}: not a model folder")
-    if out.exists() and out.is_dir():
+    if len(pairs) == 1 and out.exists() and out.is_dir():
         raise EditError(f"{out}: is a folder; give an output file name")
-    if out.suffix.lower() != ".png":
+    if len(pairs) == 1 and out.suffix.lower() != ".png":
         raise EditError(f"{out}: the output must be a .png file")
+    if len(pairs) > 1 and (out.suffix.lower() == ".png" or (out.exists() and not out.is_dir())):
+        raise EditError(f"{out}: {len(pairs)} edits are written to a folder; give a folder, not a file")
+    if args.batch_size < 1:
+        raise EditError(f"--batch-size must be positive; got {args.batch_size}")
     if args.steps < 1:
         raise EditError(f"--steps must be positive; got {args.steps}")
+    if not 0 <= args.seed < 2**32:
+        raise EditError(f"--seed must be in 0..{2**32 - 1}; got {args.seed}")
     if args.resolution < 64:
         raise EditError(f"--resolution must be at least 64; got {args.resolution}")
     if args.reward is not None:
@@ -117,43 +183,42 @@ def _check_args(args) -> None:
     parse_scores(args.low_reward, "--low-reward")
 
 
-def _read_image(path: Path, resolution: int):
+def _read_image(path: str | os.PathLike, resolution: int):
     from PIL import UnidentifiedImageError
 
     from rewardedit_jax.sampling import load_edit_image
 
     try:
-        return load_edit_image(path, resolution)
+        return load_edit_image(io.BytesIO(read_bytes(path)), resolution)
+    except PathError as e:
+        raise EditError(str(e)) from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         reason = " ".join(str(e).split())[:200]
         raise EditError(f"{path}: cannot read the image ({reason})") from None
 
 
-def write_png_atomically(image, out: Path) -> None:
-    """Write ``image`` (H, W, 3) uint8 to ``out`` via a temporary file in the same folder and a rename."""
+def write_png_atomically(image, out: str | os.PathLike) -> None:
+    """Write ``image`` (H, W, 3) uint8 as a PNG to ``out`` (local or remote), atomically."""
     from PIL import Image
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(image).save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    atomic_write_bytes(out, buffer.getvalue())
 
 
 def run(args) -> None:
     _check_args(args)
-    source = _read_image(Path(args.image), args.resolution)
-    _log(f"input {args.image} fitted to {source.shape[1]}x{source.shape[0]}")
+    pairs = edit_pairs(args.image, args.instruction)
+    sources = {}  # image path -> fitted image
+    for image, _ in pairs:
+        if image not in sources:
+            sources[image] = _read_image(image, args.resolution)
+            _log(f"input {image} fitted to {sources[image].shape[1]}x{sources[image].shape[0]}")
 
     import jax
     import jax.numpy as jnp
 
+    from rewardedit_jax import parallel
     from rewardedit_jax.convert import ConversionError, load_pipeline
     from rewardedit_jax.sampling import EditSampler
     from rewardedit_jax.schedule import ScheduleError
@@ -166,7 +231,7 @@ def run(args) -> None:
     _log(f"loading {args.model} ({dtype_name})")
     try:
         pipeline = load_pipeline(args.model, param_dtype=dtype, compute_dtype=dtype)
-    except ConversionError as e:
+    except (ConversionError, PathError) as e:
         raise EditError(str(e)) from None
     _log(f"loaded in {time.perf_counter() - start:.1f} s")
     has_reward = bool(pipeline.unet.has_reward)
@@ -199,34 +264,58 @@ def run(args) -> None:
         _log(f"reward condition {shown} / {args.feedback or 'None; None; None'!r}")
         if args.reward_guidance is not None:
             _log(f"reward guidance {args.reward_guidance} against {args.low_reward} / {args.low_feedback!r}")
+    mesh = parallel.local_mesh()  # several edits: each sampler call sharded over this host's devices
     try:
-        sampler = EditSampler.from_pipeline(pipeline, scheduler=args.scheduler, dtype=dtype, log=_log)
+        sampler = EditSampler.from_pipeline(
+            pipeline, scheduler=args.scheduler, dtype=dtype, mesh=mesh, log=_log
+        )
     except ScheduleError as e:
         raise EditError(f"{args.model}: {e}") from None
+    hosts, host = parallel.hosts()
+    where = f" on {parallel.sampler_devices(sampler)} devices" if mesh is not None else ""
+    where += f" of each of {hosts} hosts" if hosts > 1 else ""
     _log(
-        f"sampling {args.steps} steps ({args.scheduler}), "
+        f"sampling {len(pairs)} edit{'s' * (len(pairs) > 1)}{where}: {args.steps} steps ({args.scheduler}), "
         f"text guidance {args.text_guidance}, image guidance {args.image_guidance}"
     )
+    paths = output_paths(args.out, pairs)
+    jobs = [
+        parallel.EditJob(
+            sources[image], instruction, args.seed if args.shared_noise else (args.seed + i) % 2**32, paths[i]
+        )
+        for i, (image, instruction) in enumerate(pairs)
+    ]
     start = time.perf_counter()
-    out = sampler(
-        source,
-        args.instruction,
-        num_steps=args.steps,
-        text_guidance=args.text_guidance,
-        image_guidance=args.image_guidance,
-        seed=args.seed,
-        **reward,
-    )
+    try:
+        made = parallel.generate(
+            sampler,
+            jobs,
+            lambda job, edited: write_png_atomically(edited, job.key),
+            batch_size=args.batch_size,
+            hosts=hosts,
+            host=host,
+            num_steps=args.steps,
+            text_guidance=args.text_guidance,
+            image_guidance=args.image_guidance,
+            **reward,
+        )
+    except PathError as e:
+        raise EditError(str(e)) from None
+    made = int(parallel.gather(np.int64(made)).sum())  # every host's edits written
     _log(f"edited in {time.perf_counter() - start:.1f} s (including compilation)")
-    write_png_atomically(out.images[0], Path(args.out))
-    _log(f"wrote {args.out}")
+    _log(f"wrote {args.out}" if len(pairs) == 1 else f"wrote {made} edits to {args.out}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
         run(args)
-    except EditError as e:
+    except (EditError, PathError) as e:  # PathError: a remote file that cannot be read or written
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

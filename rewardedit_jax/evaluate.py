@@ -3,13 +3,16 @@
     python -m rewardedit_jax.evaluate --model PATH --benchmark real_edit|synthetic_edit[/CONFIG] \\
         --data-dir D --out OUTDIR [--judge gpt|oracle|none] [--reward 5,5,5] [--steps 30] \\
         [--reward-guidance G [--low-reward 0,0,0] [--low-feedback TEXT]] \\
-        [--batch-size 8] [--limit N] [--clip-model CLIP_DIR]
+        [--batch-size 8] [--limit N] [--clip-model CLIP_DIR] [--dino-model DINO_DIR]
 
-Runs the Real-Edit protocol of the paper (REFERENCE.md section 4) end to end: every edit of the benchmark's
+Runs the Real-Edit protocol of the paper (docs/sources.md, "Real-Edit evaluation protocol") end to end:
+every edit of the benchmark's
 ``test`` split is generated with the jitted sampler (:mod:`rewardedit_jax.sampling`, official settings by
-default: Euler ancestral, 30 steps, text guidance 7.5, image guidance 1.5, seed 42 for every edit), judged
-from the three perspectives (instruction following, detail preserving, generation quality) as a yes/no and a
-0..5 score, and summarized as the yes-ratio and the mean score of each perspective, overall and per edit type.
+default: Euler ancestral, 30 steps, text guidance 7.5, image guidance 1.5; edit i seeded with 42 + i, i.e.
+independent noise per edit as the official ``eval.py`` draws it, or 42 for all with ``--shared-noise``),
+judged from the three perspectives (instruction following, detail preserving, generation quality) as a
+yes/no and a 0..5 score, and summarized as the yes-ratio and the mean score of each perspective, overall
+and per edit type.
 
 - ``--judge gpt``: the LVLM judge of :mod:`rewardedit_jax.judge` in eval mode (``evaluate_edits``);
   ``--judge oracle`` (``synthetic_edit`` only): :mod:`rewardedit_jax.oracle`, the same judgments computed
@@ -18,16 +21,21 @@ from the three perspectives (instruction following, detail preserving, generatio
   (long side about ``--resolution`` = 512, sides multiples of 64, centre crop + LANCZOS), exactly as
   ``python -m rewardedit_jax.edit`` does; synthetic_edit keeps its native size (``--resolution`` rescales it),
   sides multiples of the VAE factor.
-- Edits are grouped by fitted size and sampled in batches of ``--batch-size`` (the last batch of a group is
-  padded), so each size compiles exactly once.
-- With references (synthetic_edit's ``target_image``) L1 and L2 against the target are reported, and, with
-  ``--clip-model``, CLIP-I (edited vs target) and CLIP-T (edited vs instruction), as MagicBrush does.
+- Edits are grouped by fitted size and sampled in calls of ``--batch-size`` edits per device (the last call of
+  a group padded), sharded over all local devices and, in a multi-host job, spread over the hosts
+  (:mod:`rewardedit_jax.parallel`; process 0 judges and writes the results), so each size compiles exactly
+  once per host and the edits do not depend on the number of devices.
+- With references (synthetic_edit's ``target_image``) L1 and L2 against the target are reported, with
+  ``--dino-model`` DINO similarity (edited vs target), and with ``--clip-model`` CLIP-I (edited vs target)
+  and CLIP-T (edited vs instruction), as MagicBrush defines them (:mod:`rewardedit_jax.reference_metrics`).
 
 Output folder (docs/evaluation.md): ``images/<index>_<id>.png`` (the edits), ``inputs/`` (the fitted
 sources), ``targets/`` (references), ``grids/<edit type>.png``, ``judgments.jsonl`` and ``metrics.jsonl``
 (append-only, one line per finished edit), ``generation.json`` (the generation settings), ``results.json``
 and ``report.html`` (written atomically). A rerun resumes: existing edits and judgments are reused (a
 judgment only while its edited image is unchanged); a rerun with other generation settings is an error.
+``--model``, ``--data-dir`` and ``--out`` may be remote URLs (``gs://...``, :mod:`rewardedit_jax.io`), except
+that ``--judge gpt`` needs a local ``--out`` (its sqlite cache and the judge's image reads are local).
 """
 
 from __future__ import annotations
@@ -48,9 +56,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 
-from rewardedit_jax import report
+from rewardedit_jax import reference_metrics, report
 from rewardedit_jax.edit import DTYPE_CHOICES, SCHEDULER_CHOICES, add_sampling_arguments
+from rewardedit_jax.io import AppendFile, PathError, check_bucket, is_remote, makedirs, resolve, to_path
+from rewardedit_jax.parallel import add_distributed_arguments, initialize_distributed
 
 BENCHMARKS = ("real_edit", "synthetic_edit")
 JUDGES = ("gpt", "oracle", "none")
@@ -108,7 +119,7 @@ def _text(value: Any) -> str:
 # The benchmark.
 
 
-def resolve_benchmark(benchmark: str, data_dir: str | os.PathLike) -> Path:
+def resolve_benchmark(benchmark: str, data_dir: str | os.PathLike) -> epath.Path:
     """The prepared dataset folder (``D/<name>[/<config>]/<version>``) of ``real_edit`` or ``synthetic_edit``.
 
     ``synthetic_edit`` without a config takes the only one built, or the default (32px) among several.
@@ -116,7 +127,7 @@ def resolve_benchmark(benchmark: str, data_dir: str | os.PathLike) -> Path:
     name, _, config = benchmark.partition("/")
     if name not in BENCHMARKS:
         raise EvaluationError(f"--benchmark must be one of {', '.join(BENCHMARKS)} (optionally /CONFIG)")
-    data_dir = Path(data_dir).expanduser()
+    data_dir = to_path(data_dir, expanduser=True)
     if not data_dir.is_dir():
         raise EvaluationError(f"{data_dir}: no such data folder")
     root = data_dir / name
@@ -144,7 +155,7 @@ def resolve_benchmark(benchmark: str, data_dir: str | os.PathLike) -> Path:
     return versions[-1]
 
 
-def _versions(folder: Path) -> list[Path]:
+def _versions(folder: epath.Path) -> list[epath.Path]:
     """Prepared version folders (with ``dataset_info.json``) of a dataset (config) folder, oldest first."""
     if not folder.is_dir():
         return []
@@ -174,7 +185,7 @@ class BenchmarkEdit:
 class Benchmark:
     """The ``test`` split of a built benchmark: its edits (the first ``limit``) and their images."""
 
-    def __init__(self, kind: str, dataset_dir: Path, limit: int | None = None):
+    def __init__(self, kind: str, dataset_dir: epath.Path, limit: int | None = None):
         from rewardedit_jax.data import load_data_source
 
         try:
@@ -255,7 +266,9 @@ class GenerationSettings:
     dtype: str
     reward: tuple[float, float, float] | None  # None: the model's default (5,5,5 for reward models)
     feedback: str | None
-    seed_per_edit: bool = False  # edit i is seeded with seed + i (its index in the split)
+    # Edit i is seeded with seed + i (its index in the split): independent noise per edit, as the official
+    # eval.py draws fresh noise for every edit. False (--shared-noise): every edit is seeded with seed.
+    seed_per_edit: bool = True
     model_step: int | None = None  # a training workdir's checkpoint step (its latest unless one is named)
     reward_guidance: float | None = None  # None: off; then low_reward and low_feedback are None too
     low_reward: tuple[float, float, float] | None = None
@@ -284,7 +297,7 @@ def _parse_reward(reward, flag: str = "--reward") -> tuple[float, float, float] 
         raise EvaluationError(str(e) if isinstance(e, EditError) else f"bad {flag} {reward!r}") from None
 
 
-def _workdir_step(model: Path) -> int | None:
+def _workdir_step(model: epath.Path) -> int | None:
     """The checkpoint step a training workdir (or one of its checkpoints) is evaluated at; else None."""
     from rewardedit_jax.convert import training_source
 
@@ -299,7 +312,7 @@ def _workdir_step(model: Path) -> int | None:
     return step
 
 
-def _check_generation_settings(out: Path, settings: GenerationSettings) -> None:
+def _check_generation_settings(out: epath.Path, settings: GenerationSettings) -> None:
     """Refuse to mix edits made with other generation settings into one output folder."""
     path = out / "generation.json"
     if not path.is_file():
@@ -329,7 +342,7 @@ def _check_generation_settings(out: Path, settings: GenerationSettings) -> None:
 class JsonlStore:
     """An append-only JSON-lines file of per-edit records; a truncated last line (a crash) is ignored."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: epath.Path):
         self.path = path
         self.records: list[dict] = []
         if path.is_file():
@@ -351,14 +364,8 @@ class JsonlStore:
 
     def append(self, record: dict) -> None:
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            ends_cleanly = not self.path.is_file() or self.path.stat().st_size == 0
-            if not ends_cleanly:
-                with open(self.path, "rb") as f:
-                    f.seek(-1, os.SEEK_END)
-                    ends_cleanly = f.read(1) == b"\n"
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-            if not ends_cleanly:
+            self._file = AppendFile(self.path)
+            if not self._file.at_line_start:
                 self._file.write("\n")
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -366,12 +373,11 @@ class JsonlStore:
 
     def close(self) -> None:
         if self._file is not None:
-            os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: epath.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -392,26 +398,33 @@ def _progress(total: int, desc: str, enabled: bool):
 class _Run:
     """One evaluation: the output folder, the benchmark, and the steps of :func:`evaluate`."""
 
-    def __init__(self, out: Path, bench: Benchmark, settings: GenerationSettings, log, progress: bool):
+    def __init__(self, out: epath.Path, bench: Benchmark, settings: GenerationSettings, log, progress: bool):
         self.out, self.bench, self.settings, self.log, self.progress = out, bench, settings, log, progress
         self.stats = {"edits": len(bench.edits), "generated": 0, "reused_images": 0, "compilations": 0}
         self.reward_condition: dict | None = None
 
-    def image_path(self, edit: BenchmarkEdit) -> Path:
+    def image_path(self, edit: BenchmarkEdit) -> epath.Path:
         return self.out / "images" / f"{edit.name}.png"
 
-    def input_path(self, edit: BenchmarkEdit) -> Path:
+    def input_path(self, edit: BenchmarkEdit) -> epath.Path:
         return self.out / "inputs" / self.bench.input_name(edit)
 
-    def target_path(self, edit: BenchmarkEdit) -> Path:
+    def target_path(self, edit: BenchmarkEdit) -> epath.Path:
         return self.out / "targets" / f"{edit.name}.png"
 
     # --- generation ---------------------------------------------------------------------------------------
 
     def generate(self, *, reward_requested: bool, batch_size: int, compiler_options: dict | None) -> None:
+        """Make the missing edits, sharded over this host's devices; in a multi-host job each host makes its
+        share of each size group (:mod:`rewardedit_jax.parallel`) and process 0 counts them all."""
+        from rewardedit_jax import parallel
         from rewardedit_jax.edit import write_png_atomically
 
-        pending = [e for e in self.bench.edits if not self.image_path(e).is_file()]
+        hosts, host = parallel.hosts()
+        missing = np.asarray([not self.image_path(e).is_file() for e in self.bench.edits])
+        # Process 0's view, taken before any host writes an edit: every host works on the same list.
+        missing = parallel.broadcast_from_first(missing)
+        pending = [e for e, m in zip(self.bench.edits, missing) if m]
         self.stats["reused_images"] = len(self.bench.edits) - len(pending)
         if self.stats["reused_images"]:
             self.log(f"reusing {self.stats['reused_images']} edits already in {self.out / 'images'}")
@@ -421,18 +434,23 @@ class _Run:
         s = self.settings
         multiple = sampler.vae_factor
         fitted: dict[str, np.ndarray] = {}  # source key -> fitted source
-        groups: dict[tuple[int, int], list[BenchmarkEdit]] = {}
+        groups: dict[tuple[int, int], int] = {}
         for edit in pending:
             if edit.source_key not in fitted:
                 image = self.bench.source(edit)
                 size = self.bench.fitted_size(image.width, image.height, s.resolution, multiple)
                 fitted[edit.source_key] = fit_image(image, size)
             source = fitted[edit.source_key]
-            if not self.input_path(edit).is_file():
+            if host == 0 and not self.input_path(edit).is_file():
                 write_png_atomically(source, self.input_path(edit))
-            groups.setdefault(source.shape[:2], []).append(edit)
-        sizes = ", ".join(f"{w}x{h} ({len(g)})" for (h, w), g in sorted(groups.items()))
-        self.log(f"generating {len(pending)} edits in {len(groups)} size{'s' * (len(groups) > 1)}: {sizes}")
+            groups[source.shape[:2]] = groups.get(source.shape[:2], 0) + 1
+        sizes = ", ".join(f"{w}x{h} ({n})" for (h, w), n in sorted(groups.items()))
+        devices = parallel.sampler_devices(sampler)
+        where = f"{devices} device{'s' * (devices > 1)}" + (f" on each of {hosts} hosts" if hosts > 1 else "")
+        self.log(
+            f"generating {len(pending)} edits in {len(groups)} size{'s' * (len(groups) > 1)}: {sizes} "
+            f"({where})"
+        )
         kwargs = {}
         if sampler.has_reward:
             kwargs = {"reward_scores": s.reward, "feedback": s.feedback}
@@ -440,30 +458,37 @@ class _Run:
             kwargs.update(
                 reward_guidance=s.reward_guidance, low_reward_scores=s.low_reward, low_feedback=s.low_feedback
             )
+        jobs = [parallel.EditJob(fitted[e.source_key], e.instruction, s.seed_of(e), e) for e in pending]
+        share = sum(len(range(host, n, hosts)) for n in groups.values())
         compiles_before = sampler.compile_count
         start = time.perf_counter()
-        with _progress(len(pending), "generating", self.progress) as bar:
-            for members in (groups[k] for k in sorted(groups)):
-                batch = min(batch_size, len(members))
-                for first in range(0, len(members), batch):
-                    chunk = members[first : first + batch]
-                    padded = chunk + [chunk[-1]] * (batch - len(chunk))  # one compiled shape per size
-                    result = sampler(
-                        np.stack([fitted[e.source_key] for e in padded]),
-                        [e.instruction for e in padded],
-                        num_steps=s.steps,
-                        text_guidance=s.text_guidance,
-                        image_guidance=s.image_guidance,
-                        seed=np.asarray([s.seed_of(e) for e in padded], np.int64),
-                        **kwargs,
-                    )
-                    for edit, image in zip(chunk, result.images):
-                        write_png_atomically(image, self.image_path(edit))
-                    self.stats["generated"] += len(chunk)
-                    bar.update(len(chunk))
-        self.stats["compilations"] = sampler.compile_count - compiles_before
+        with _progress(share, "generating", self.progress) as bar:
+            made = parallel.generate(
+                sampler,
+                jobs,
+                lambda job, image: write_png_atomically(image, self.image_path(job.key)),
+                batch_size=batch_size,
+                hosts=hosts,
+                host=host,
+                on_call=bar.update,
+                num_steps=s.steps,
+                text_guidance=s.text_guidance,
+                image_guidance=s.image_guidance,
+                **kwargs,
+            )
+        compilations = sampler.compile_count - compiles_before
+        # Every host's count; also the barrier after which process 0 finds every edit written.
+        counts = parallel.gather(np.asarray([made, compilations], np.int64))
+        self.stats["generated"] = int(counts[:, 0].sum())
+        self.stats["compilations"] = int(counts[:, 1].max())  # per host: each size compiles once
+        lost = [e for e in pending if not self.image_path(e).is_file()] if hosts > 1 and host == 0 else []
+        if lost:
+            raise EvaluationError(
+                f"{self.out / 'images'} lacks {len(lost)} edits other hosts made (e.g. {lost[0].name}.png); "
+                "--out must be a folder every host writes to (a shared file system or gs://)"
+            )
         self.log(
-            f"generated {len(pending)} edits in {time.perf_counter() - start:.1f} s "
+            f"generated {self.stats['generated']} edits in {time.perf_counter() - start:.1f} s "
             f"({self.stats['compilations']} compilations)"
         )
 
@@ -471,6 +496,7 @@ class _Run:
         import jax
         import jax.numpy as jnp
 
+        from rewardedit_jax import parallel
         from rewardedit_jax.convert import ConversionError, load_pipeline
         from rewardedit_jax.sampling import EditSampler
         from rewardedit_jax.schedule import ScheduleError
@@ -481,7 +507,7 @@ class _Run:
         self.log(f"loading {s.model} ({s.dtype}, {jax.default_backend()})")
         try:
             pipeline = load_pipeline(s.model, param_dtype=dtype, compute_dtype=dtype)
-        except ConversionError as e:
+        except (ConversionError, PathError) as e:
             raise EvaluationError(str(e)) from None
         self.log(f"loaded in {time.perf_counter() - start:.1f} s")
         has_reward = bool(pipeline.unet.has_reward)
@@ -491,7 +517,12 @@ class _Run:
             raise EvaluationError(f"{s.model} is not a reward model; {flags} apply to reward models only")
         try:
             sampler = EditSampler.from_pipeline(
-                pipeline, scheduler=s.scheduler, dtype=dtype, log=self.log, compiler_options=compiler_options
+                pipeline,
+                scheduler=s.scheduler,
+                dtype=dtype,
+                mesh=parallel.local_mesh(),  # the batch sharded over this host's devices
+                log=self.log,
+                compiler_options=compiler_options,
             )
         except ScheduleError as e:
             raise EvaluationError(f"{s.model}: {e}") from None
@@ -508,14 +539,15 @@ class _Run:
                     "low_reward": list(s.low_reward),
                     "low_feedback": s.low_feedback,
                 }
-        report.atomic_write_json(
-            self.out / "generation.json",
-            {
-                "requested": s.as_dict(),
-                "reward_condition": self.reward_condition,
-                "versions": _versions_info(),
-            },
-        )
+        if jax.process_index() == 0:
+            report.atomic_write_json(
+                self.out / "generation.json",
+                {
+                    "requested": s.as_dict(),
+                    "reward_condition": self.reward_condition,
+                    "versions": _versions_info(),
+                },
+            )
         return sampler
 
     def ensure_side_files(self) -> None:
@@ -537,7 +569,7 @@ class _Run:
         if judge == "none":
             return {}
         store = JsonlStore(self.out / "judgments.jsonl")
-        judge_name = "oracle" if judge == "oracle" else f"gpt:{judge_config.model}"
+        judge_name = "oracle" if judge == "oracle" else _gpt_judge_name(judge_config)
         judgments: dict[int, dict] = {}
         todo = []
         for edit in self.bench.edits:
@@ -579,16 +611,21 @@ class _Run:
     def _judge_gpt(self, todo, judge_name, judge_config, hashes, store: JsonlStore, judgments) -> None:
         from rewardedit_jax.judge import JudgeFatalError, evaluate_edits
 
+        official, sizes = judge_config.protocol == "official", {}
         items = [
             {
                 "id": edit.name,
                 "source": str(self.input_path(edit)),
                 "edited": str(self.image_path(edit)),
                 "instruction": edit.instruction,
+                "sent_size": self._official_judge_size(edit, sizes) if official else None,
             }
             for edit in todo
         ]
-        self.log(f"judging {len(items)} edits with {judge_config.model} (cache {judge_config.cache_path})")
+        self.log(
+            f"judging {len(items)} edits with {judge_config.model}, {judge_config.protocol} protocol "
+            f"(cache {judge_config.cache_path})"
+        )
         try:
             result = evaluate_edits(items, judge_config, progress=self.progress)
         except JudgeFatalError as e:
@@ -605,6 +642,15 @@ class _Run:
             judgments[edit.index] = record
         self.log(f"judged {len(items)} edits, {failed} failed, ${result.cost_usd:.4f}")
 
+    def _official_judge_size(self, edit: BenchmarkEdit, memo: dict) -> tuple[int, int]:
+        """The official eval.py's judge size: height = the resolution (512), the original photo's aspect."""
+        from rewardedit_jax.judge.official import OFFICIAL_HEIGHT, official_size
+
+        name = self.bench.input_name(edit)
+        if name not in memo:  # source photo -> its size (Real-Edit: 7 edits per photo)
+            memo[name] = self.bench.source(edit).size
+        return official_size(*memo[name], self.settings.resolution or OFFICIAL_HEIGHT)
+
     def _edited_at(self, edit: BenchmarkEdit, shape) -> np.ndarray:
         """The edited image at the reference's size (LANCZOS-resized when the edit was made at another)."""
         from PIL import Image
@@ -614,103 +660,90 @@ class _Run:
                 edited = edited.resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
             return np.asarray(edited, dtype=np.uint8)
 
-    # --- reference metrics --------------------------------------------------------------------------------
+    # --- reference metrics (definitions: rewardedit_jax.reference_metrics) ---------------------------------
 
-    def metrics(self, clip_model: str | None, hashes: Mapping[int, str]) -> dict[int, dict]:
-        """Per edit: L1 and L2 against the target (with references), CLIP-I and CLIP-T (with a CLIP model)."""
+    def metrics(
+        self, clip_model: str | None, hashes: Mapping[int, str], dino_model: str | None = None
+    ) -> dict[int, dict]:
+        """Per edit: L1, L2 (and DINO, with ``dino_model``) against the target when the benchmark has
+        references; CLIP-T (and CLIP-I with references) with ``clip_model``. Model scores are cached in
+        ``metrics.jsonl`` by (edit, model folder, sha256 of the edited image)."""
         out: dict[int, dict] = {e.index: {} for e in self.bench.edits}
         if self.bench.has_references:
             for edit in self.bench.edits:
-                target = np.asarray(self.bench.target(edit), np.float64) / 255.0
-                edited = self._edited_at(edit, target.shape).astype(np.float64) / 255.0
-                out[edit.index]["l1"] = float(np.abs(edited - target).mean())
-                out[edit.index]["l2"] = float(((edited - target) ** 2).mean())
-        if clip_model is not None:
-            self._clip_metrics(clip_model, hashes, out)
+                target = self.bench.target(edit)
+                edited = reference_metrics.resize_to(_open_rgb(self.image_path(edit)), target.size)
+                l1, l2 = reference_metrics.pixel_distances(edited, target)
+                out[edit.index].update(l1=l1, l2=l2)
+        try:
+            if clip_model is not None:
+                names = ("clip_i", "clip_t")
+                self._model_metrics("clip_model", clip_model, names, hashes, out, self._clip_scores)
+            if dino_model is not None and self.bench.has_references:
+                self._model_metrics("dino_model", dino_model, ("dino",), hashes, out, self._dino_scores)
+        except reference_metrics.MetricModelError as e:
+            raise EvaluationError(str(e)) from None
         return out
 
-    def _clip_metrics(self, clip_model: str, hashes, out: dict[int, dict]) -> None:
+    def _model_metrics(
+        self, field: str, model: str, names: tuple[str, ...], hashes, out: dict[int, dict], scores
+    ) -> None:
+        """Fill ``out`` with one model's scores ``names``: cached ones, then ``scores(model)(edits)``."""
         store = JsonlStore(self.out / "metrics.jsonl")
         todo = []
         for edit in self.bench.edits:
-            found = store.find(index=edit.index, clip_model=clip_model, edited_sha256=hashes[edit.index])
+            found = store.find(index=edit.index, **{field: model}, edited_sha256=hashes[edit.index])
             if found is not None:
-                out[edit.index].update({k: found[k] for k in ("clip_i", "clip_t") if k in found})
+                out[edit.index].update({k: found[k] for k in names if k in found})
             else:
                 todo.append(edit)
-        if not todo:
-            store.close()
-            return
-        scorer = ClipScorer(clip_model)
         try:
-            with _progress(len(todo), "CLIP", self.progress) as bar:
+            if not todo:
+                return
+            score_chunk = scores(model)
+            with _progress(len(todo), field.split("_")[0].upper(), self.progress) as bar:
                 for first in range(0, len(todo), 16):
                     chunk = todo[first : first + 16]
-                    edited = [_open_rgb(self.image_path(e)) for e in chunk]
-                    image_embeds = scorer.image_embeds(edited)
-                    text_embeds = scorer.text_embeds([e.instruction for e in chunk])
-                    clip_t = (image_embeds * text_embeds).sum(-1)
-                    clip_i = [None] * len(chunk)
-                    if self.bench.has_references:
-                        targets = scorer.image_embeds([self.bench.target(e) for e in chunk])
-                        clip_i = (image_embeds * targets).sum(-1).tolist()
-                    for edit, ci, ct in zip(chunk, clip_i, clip_t.tolist()):
-                        values = {"clip_t": ct} if ci is None else {"clip_i": ci, "clip_t": ct}
+                    for edit, values in zip(chunk, score_chunk(chunk)):
                         out[edit.index].update(values)
-                        record = {"index": edit.index, "id": edit.id, "clip_model": clip_model}
+                        record = {"index": edit.index, "id": edit.id, field: model}
                         store.append({**record, "edited_sha256": hashes[edit.index], **values})
                     bar.update(len(chunk))
         finally:
             store.close()
 
+    def _clip_scores(self, clip_model: str):
+        """CLIP-T of each edit against its instruction, and CLIP-I against its target (with references)."""
+        scorer = reference_metrics.ClipScorer(clip_model)
 
-def _open_rgb(path: Path):
+        def score(chunk: list[BenchmarkEdit]) -> list[dict]:
+            edited = scorer.image_embeds([_open_rgb(self.image_path(e)) for e in chunk])
+            clip_t = (edited * scorer.text_embeds([e.instruction for e in chunk])).sum(-1).tolist()
+            if not self.bench.has_references:
+                return [{"clip_t": t} for t in clip_t]
+            targets = scorer.image_embeds([self.bench.target(e) for e in chunk])
+            clip_i = (edited * targets).sum(-1).tolist()
+            return [{"clip_i": i, "clip_t": t} for i, t in zip(clip_i, clip_t)]
+
+        return score
+
+    def _dino_scores(self, dino_model: str):
+        """DINO: cosine similarity of the DINO embeddings of each edit and its target."""
+        scorer = reference_metrics.DinoScorer(dino_model)
+
+        def score(chunk: list[BenchmarkEdit]) -> list[dict]:
+            edited = scorer.image_embeds([_open_rgb(self.image_path(e)) for e in chunk])
+            targets = scorer.image_embeds([self.bench.target(e) for e in chunk])
+            return [{"dino": v} for v in (edited * targets).sum(-1).tolist()]
+
+        return score
+
+
+def _open_rgb(path: str | os.PathLike):
     from PIL import Image
 
-    with Image.open(path) as opened:
+    with to_path(path).open("rb") as f, Image.open(f) as opened:
         return opened.convert("RGB")
-
-
-class ClipScorer:
-    """Unit-norm CLIP embeddings of images and texts with transformers' ``CLIPModel`` from a local folder."""
-
-    def __init__(self, path: str):
-        try:
-            import torch
-            from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
-        except ImportError as e:
-            raise EvaluationError(f"--clip-model needs torch and transformers ({e})") from None
-        try:
-            self.model = CLIPModel.from_pretrained(path).eval()
-            self.processor = CLIPImageProcessor.from_pretrained(path)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as e:
-            raise EvaluationError(f"{path}: cannot load a CLIP model ({_one_line(e)})") from None
-        self.torch = torch
-
-    @staticmethod
-    def _features(output):
-        return output.pooler_output if hasattr(output, "pooler_output") else output
-
-    def _normalized(self, features) -> np.ndarray:
-        features = features.float().numpy()
-        return features / np.linalg.norm(features, axis=-1, keepdims=True)
-
-    def image_embeds(self, images) -> np.ndarray:
-        with self.torch.no_grad():
-            pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
-            return self._normalized(self._features(self.model.get_image_features(pixel_values=pixels)))
-
-    def text_embeds(self, texts: Sequence[str]) -> np.ndarray:
-        max_length = min(77, self.model.config.text_config.max_position_embeddings)
-        with self.torch.no_grad():
-            tokens = self.tokenizer(
-                list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-            )
-            features = self.model.get_text_features(
-                input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-            )
-            return self._normalized(self._features(features))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -733,7 +766,7 @@ def aggregate(
             if verdicts:
                 block[f"{p}_yes"] = sum(v["answer"] == "yes" for v in verdicts) / len(verdicts)
                 block[f"{p}_score"] = sum(float(v["score"]) for v in verdicts) / len(verdicts)
-    for name in ("l1", "l2", "clip_i", "clip_t"):
+    for name in ("l1", "l2", "clip_i", "clip_t", "dino"):
         values = [metrics[e.index][name] for e in edits if metrics.get(e.index, {}).get(name) is not None]
         if values:
             block[name] = float(np.mean(values))
@@ -776,7 +809,8 @@ def evaluate(
     text_guidance: float = 7.5,
     image_guidance: float = 1.5,
     seed: int = 42,
-    seed_per_edit: bool = False,
+    seed_per_edit: bool | None = None,
+    shared_noise: bool = False,
     resolution: int | None = None,
     scheduler: str = "euler_ancestral",
     dtype: str = "auto",
@@ -786,11 +820,12 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     limit: int | None = None,
     clip_model: str | os.PathLike | None = None,
+    dino_model: str | os.PathLike | None = None,
     judge_config=None,
     compiler_options: Mapping[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = _log,
-) -> dict:
+) -> dict | None:
     """Generate, judge and summarize the edits of ``benchmark``; returns the ``results.json`` dict.
 
     ``model``: a diffusers pipeline folder, Flax model directory or training workdir
@@ -801,10 +836,16 @@ def evaluate(
     long side of the fitted input (default 512 for real_edit, the native size for synthetic_edit).
     ``reward`` / ``feedback``: a reward model's condition (default 5,5,5 and "None; None; None"; an error for
     a stock model). ``reward_guidance``: a reward model's guidance scale away from the low-reward condition
-    ``low_reward`` / ``low_feedback`` (:meth:`EditSampler.__call__`; default off). ``seed_per_edit``: seed
-    edit i with ``seed + i`` (independent noise per edit) instead of ``seed`` for every edit. ``limit``:
-    only the first N edits of the split. ``compiler_options`` go
-    to XLA (the tests use fast compilation). Errors a user can fix raise :class:`EvaluationError` (one line).
+    ``low_reward`` / ``low_feedback`` (:meth:`EditSampler.__call__`; default off). Edit i is seeded with
+    ``seed + i`` (independent noise per edit, reproducible from the seed and the edit's index) unless
+    ``shared_noise`` (every edit seeded with ``seed``); ``seed_per_edit=True`` names the default and
+    ``seed_per_edit=False`` means ``shared_noise``. ``batch_size``: edits per device per sampler call.
+    In a multi-host job every process calls this; each generates its share of the edits and process 0
+    judges and writes the results (other processes return None). ``limit``:
+    only the first N edits of the split. ``clip_model`` / ``dino_model``: local transformers folders for the
+    reference metrics (:mod:`rewardedit_jax.reference_metrics`; DINO needs references).
+    ``compiler_options`` go to XLA (the tests use fast compilation). Errors a user can fix raise
+    :class:`EvaluationError` (one line).
     """
     log = log or (lambda message: None)
     start = time.perf_counter()
@@ -821,6 +862,10 @@ def evaluate(
             raise EvaluationError(f"{flag} must be at least {low}; got {value}")
     if resolution is not None and resolution < 8:
         raise EvaluationError(f"--resolution must be at least 8; got {resolution}")
+    if shared_noise and seed_per_edit:
+        raise EvaluationError("--shared-noise and --seed-per-edit contradict each other; give one")
+    if not 0 <= seed < 2**32:
+        raise EvaluationError(f"--seed must be in 0..{2**32 - 1}; got {seed}")
     if scheduler not in SCHEDULER_CHOICES:
         raise EvaluationError(f"--scheduler must be one of {', '.join(SCHEDULER_CHOICES)}")
     if dtype not in DTYPE_CHOICES:
@@ -829,25 +874,48 @@ def evaluate(
     if reward_guidance is not None and not math.isfinite(reward_guidance):
         raise EvaluationError(f"--reward-guidance must be a finite number; got {reward_guidance}")
     low_scores = _parse_reward(low_reward, "--low-reward") if reward_guidance is not None else None
-    model_path = Path(model).expanduser()
+    try:
+        model_path = to_path(model, expanduser=True)
+        out = to_path(out, expanduser=True)
+        check_bucket(out)
+    except PathError as e:
+        raise EvaluationError(str(e)) from None
     if not model_path.exists():
         raise EvaluationError(f"{model_path}: no such model folder")
     if not model_path.is_dir():
         raise EvaluationError(f"{model_path}: not a model folder")
     if clip_model is not None:
+        if is_remote(clip_model):
+            raise EvaluationError(f"{clip_model}: --clip-model must be a local folder")
         clip_model = str(Path(clip_model).expanduser().resolve())
         if not Path(clip_model).is_dir():
             raise EvaluationError(f"{clip_model}: no such CLIP model folder")
+    if dino_model is not None:
+        if is_remote(dino_model):
+            raise EvaluationError(f"{dino_model}: --dino-model must be a local folder")
+        try:
+            dino_model = reference_metrics.check_dino_model(dino_model)
+        except reference_metrics.MetricModelError as e:
+            raise EvaluationError(str(e)) from None
     model_step = _workdir_step(model_path)
-    out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise EvaluationError(f"{out}: not a folder")
+    if judge == "gpt" and is_remote(out):
+        raise EvaluationError(
+            f"{out}: --judge gpt needs a local --out (its cache is sqlite and the judge reads the images "
+            "from disk); use a local folder or --judge none"
+        )
     if judge == "gpt":
         judge_config = _gpt_config(judge_config, out)
     dataset_dir = resolve_benchmark(benchmark, data_dir)
     bench = Benchmark(name, dataset_dir, limit)
     if not bench.edits:
         raise EvaluationError(f"{bench.full_name}: the {SPLIT} split is empty")
+    if dino_model is not None and not bench.has_references:
+        raise EvaluationError(
+            f"--dino-model compares edits with reference edits, which {bench.full_name} has not; "
+            "use it with synthetic_edit"
+        )
     if name == "real_edit" and resolution is None:
         from rewardedit_jax.sampling.sampler import DEFAULT_RESOLUTION
 
@@ -859,7 +927,7 @@ def evaluate(
 
         dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
     settings = GenerationSettings(
-        model=str(model_path.resolve()),
+        model=str(resolve(model_path)),
         benchmark=bench.full_name,
         steps=int(steps),
         text_guidance=float(text_guidance),
@@ -870,14 +938,14 @@ def evaluate(
         dtype=dtype,
         reward=reward_scores,
         feedback=feedback,
-        seed_per_edit=bool(seed_per_edit),
+        seed_per_edit=not shared_noise and seed_per_edit is not False,
         reward_guidance=None if reward_guidance is None else float(reward_guidance),
         low_reward=low_scores,
         low_feedback=None if reward_guidance is None else str(low_feedback),
         model_step=model_step,
     )
     _check_generation_settings(out, settings)
-    out.mkdir(parents=True, exist_ok=True)
+    makedirs(out)
     log(f"{bench.full_name}: {len(bench.edits)} edits -> {out}")
 
     run = _Run(out, bench, settings, log, progress)
@@ -886,10 +954,15 @@ def evaluate(
         batch_size=batch_size,
         compiler_options=dict(compiler_options) if compiler_options else None,
     )
+    import jax
+
+    if jax.process_index() != 0:  # a multi-host job: process 0 judges and writes the results
+        log(f"process {jax.process_index()}: generated its share; process 0 judges and writes the results")
+        return None
     run.ensure_side_files()
     hashes = {e.index: _sha256(run.image_path(e)) for e in bench.edits}
     judgments = run.judge(judge, judge_config, hashes)
-    metrics = run.metrics(clip_model, hashes)
+    metrics = run.metrics(clip_model, hashes, dino_model=dino_model)
 
     judged = judge != "none"
     by_type: dict[str, list[BenchmarkEdit]] = {}
@@ -908,13 +981,16 @@ def evaluate(
             "dataset_dir": str(dataset_dir),
             "split": SPLIT,
             "judge": judge,
-            "judge_model": judge_config.model if judge == "gpt" else None,
+            **_judge_metadata(judge, judge_config),
             "yes_threshold": _oracle_threshold() if judge == "oracle" else None,
             "generation": {k: v for k, v in settings.as_dict().items() if k not in ("model", "benchmark")},
             "reward_condition": generation.get("reward_condition"),
             "batch_size": batch_size,
+            "devices": jax.device_count(),  # the devices (of every host) that generated the edits
+            "hosts": jax.process_count(),
             "limit": limit,
             "clip_model": clip_model,
+            "dino_model": dino_model,
             "versions": _versions_info(),
         },
         "run": run.stats,
@@ -926,7 +1002,7 @@ def evaluate(
         out / "report.html",
         results,
         rows,
-        title=f"{Path(settings.model).name} on {bench.full_name}",
+        title=f"{to_path(settings.model).name} on {bench.full_name}",
         grids=grids,
         tiny_images=tiny,
     )
@@ -948,7 +1024,7 @@ def _oracle_threshold() -> float:
     return YES_THRESHOLD
 
 
-def _gpt_config(judge_config, out: Path):
+def _gpt_config(judge_config, out: epath.Path):
     from rewardedit_jax.judge import JudgeConfig, api_key_from_env
 
     judge_config = judge_config or JudgeConfig()
@@ -957,7 +1033,33 @@ def _gpt_config(judge_config, out: Path):
     if not api_key_from_env(judge_config.azure):
         names = "AZURE_OPENAI_API_KEY or OPENAI_API_KEY" if judge_config.azure else "OPENAI_API_KEY"
         raise EvaluationError(f"--judge gpt needs an API key: set {names} (or use --judge none)")
+    _judge_metadata("gpt", judge_config)  # a missing or changed official file: a one-line error, now
     return judge_config
+
+
+def _gpt_judge_name(judge_config) -> str:
+    """The judge's name in judgments.jsonl; judgments are reused only under the same name."""
+    if judge_config.protocol == "official":
+        return f"gpt:{judge_config.model}:{_judge_metadata('gpt', judge_config)['judge_details']['version']}"
+    return f"gpt:{judge_config.model}"
+
+
+def _judge_metadata(judge: str, judge_config) -> dict:
+    """results.json's judge_model, judge_protocol and judge_details (prompt hashes, never prompt text)."""
+    if judge != "gpt":
+        return {"judge_model": None, "judge_protocol": None, "judge_details": None}
+    from rewardedit_jax.judge import protocol_metadata
+    from rewardedit_jax.judge.official import OfficialRepoError
+
+    try:
+        details = protocol_metadata(judge_config)
+    except (OfficialRepoError, ValueError, RuntimeError) as e:
+        raise EvaluationError(str(e)) from None
+    return {
+        "judge_model": judge_config.model,
+        "judge_protocol": judge_config.protocol,
+        "judge_details": details,
+    }
 
 
 def _write_grids(run: _Run, by_type: Mapping[str, list[BenchmarkEdit]]) -> dict[str, str]:
@@ -1008,12 +1110,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", required=True, help="TFDS data_dir the benchmark is built in")
     p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
     p.add_argument("--judge", choices=JUDGES, help="default: gpt for real_edit, oracle for synthetic_edit")
-    add_sampling_arguments(p, seed_help="seed of every edit (default 42)")
+    add_sampling_arguments(p, seed_help="edit i is seeded with seed + i, its index in the split (default 42)")
+    p.add_argument(
+        "--shared-noise",
+        action="store_true",
+        help="seed every edit with --seed (one noise draw shared by all edits) instead of seed + i",
+    )
     p.add_argument(
         "--seed-per-edit",
-        action="store_true",
-        help="seed edit i with seed + i (its index in the split) instead of one seed for all: independent "
-        "noise per edit, for statistics over a benchmark",
+        action="store_const",
+        const=True,
+        help="seed edit i with seed + i: independent noise per edit (the default; kept for old commands)",
     )
     p.add_argument(
         "--resolution",
@@ -1021,25 +1128,61 @@ def build_parser() -> argparse.ArgumentParser:
         help="long side of the fitted input (default: 512 real_edit, native synthetic)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="edits per sampler call (default 8)"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="edits per device per sampler call (default 8)",
     )
     p.add_argument("--limit", type=int, help="only the first N edits (quick looks)")
     p.add_argument("--clip-model", help="local transformers CLIPModel folder for CLIP-I / CLIP-T")
-    p.add_argument("--judge-model", default="gpt-4o", help="--judge gpt: model (paper: gpt-4o-2024-05-13)")
+    p.add_argument(
+        "--dino-model",
+        help="local transformers ViTModel/Dinov2Model folder (e.g. facebook/dino-vits16) for the DINO "
+        "similarity to the references (synthetic_edit)",
+    )
+    p.add_argument(
+        "--judge-protocol",
+        choices=("project", "official"),
+        default="project",
+        help="--judge gpt: the project's own prompts (default), or the official repository's judge requests "
+        "read from --official-repo (docs/judge.md)",
+    )
+    p.add_argument(
+        "--official-repo",
+        help="--judge-protocol official: your clone of bytedance/Multi-Reward-Editing (its gpt_eval/*.py)",
+    )
+    p.add_argument(
+        "--judge-model",
+        help="--judge gpt: model (default: gpt-4o; with --judge-protocol official gpt-4o-2024-05-13)",
+    )
     p.add_argument("--judge-base-url", help="--judge gpt: an OpenAI-compatible endpoint")
     p.add_argument("--judge-concurrency", type=int, default=8, help="--judge gpt: requests in flight")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_distributed_arguments(p)
     return p
 
 
-def run_cli(args) -> dict:
+def run_cli(args) -> dict | None:
     judge_config = None
-    if args.judge == "gpt" or (args.judge is None and args.benchmark.startswith("real_edit")):
+    gpt = args.judge == "gpt" or (args.judge is None and args.benchmark.startswith("real_edit"))
+    if args.judge_protocol == "official" and not gpt:
+        raise EvaluationError("--judge-protocol official applies to --judge gpt only")
+    if args.judge_protocol == "official" and not args.official_repo:
+        raise EvaluationError(
+            "--judge-protocol official needs --official-repo PATH, a clone of bytedance/Multi-Reward-Editing"
+        )
+    if args.official_repo and args.judge_protocol != "official":
+        raise EvaluationError("--official-repo applies to --judge-protocol official only")
+    if gpt:
         from rewardedit_jax.judge import JudgeConfig
 
         try:
             judge_config = JudgeConfig(
-                model=args.judge_model, base_url=args.judge_base_url, concurrency=args.judge_concurrency
+                model=args.judge_model,
+                base_url=args.judge_base_url,
+                concurrency=args.judge_concurrency,
+                protocol=args.judge_protocol,
+                official_repo=args.official_repo,
             )
         except ValueError as e:
             raise EvaluationError(str(e)) from None
@@ -1056,6 +1199,7 @@ def run_cli(args) -> dict:
         image_guidance=args.image_guidance,
         seed=args.seed,
         seed_per_edit=args.seed_per_edit,
+        shared_noise=args.shared_noise,
         resolution=args.resolution,
         scheduler=args.scheduler,
         dtype=args.dtype,
@@ -1065,6 +1209,7 @@ def run_cli(args) -> dict:
         batch_size=args.batch_size,
         limit=args.limit,
         clip_model=args.clip_model,
+        dino_model=args.dino_model,
         judge_config=judge_config,
         progress=not args.no_progress,
     )
@@ -1073,8 +1218,13 @@ def run_cli(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
         run_cli(args)
-    except EvaluationError as e:
+    except (EvaluationError, PathError) as e:  # PathError: a remote file that cannot be read or written
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """The oracle judge: Real-Edit style judgments of `synthetic_edit` edits, computed from the ground truth.
 
-The offline stand-in for the GPT-4o judge of the Real-Edit protocol (REFERENCE.md section 4): the same three
+The offline stand-in for the GPT-4o judge of the Real-Edit protocol
+(docs/sources.md, "Real-Edit evaluation protocol"): the same three
 perspectives, the same answer (``{"answer": "yes" | "no", "score": 0..5}``) and the same aggregates, so an
 evaluation on the synthetic benchmark reads like the real one. It reuses the measurements that label the
 synthetic data (:mod:`rewardedit_jax.data.synthetic`, docs/data.md), with the correct edit (``target``) as

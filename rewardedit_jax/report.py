@@ -1,9 +1,10 @@
 """The evaluation's human-readable outputs: image grids per edit type and ``report.html``; atomic writes.
 
-Used by :mod:`rewardedit_jax.evaluate` (docs/evaluation.md). Every file is written to a temporary file in the
-destination folder and renamed into place, so an interrupted run never leaves a half-written
-``results.json``, ``report.html`` or grid. The report links the images by relative paths (``images/...``,
-``inputs/...``), so the output folder can be moved or served as is.
+Used by :mod:`rewardedit_jax.evaluate` (docs/evaluation.md). Every file is written atomically (a
+temporary file renamed into place, or a single upload to an object store; see :mod:`rewardedit_jax.io`), so
+an interrupted run never leaves a half-written ``results.json``, ``report.html`` or grid. The report links
+the images by relative paths (``images/...``, ``inputs/...``), so the output folder can be moved or served
+as is.
 """
 
 from __future__ import annotations
@@ -12,36 +13,31 @@ import html
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rewardedit_jax import io
+
 PERSPECTIVES = ("following", "preserving", "quality")
 PERSPECTIVE_TITLES = {"following": "following", "preserving": "preserving", "quality": "quality"}
 # Extra metrics shown when present, with how many decimals.
-METRICS = {"l1": ("L1", 4), "l2": ("L2", 4), "clip_i": ("CLIP-I", 4), "clip_t": ("CLIP-T", 4)}
+METRICS = {
+    "l1": ("L1", 4),
+    "l2": ("L2", 4),
+    "clip_i": ("CLIP-I", 4),
+    "clip_t": ("CLIP-T", 4),
+    "dino": ("DINO", 4),
+}
 
 # ----------------------------------------------------------------------------------------------------
 # Writing.
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` (local or remote) so that no reader sees a partly written file."""
+    io.atomic_write_bytes(path, data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -174,6 +170,19 @@ def _image_cell(path: str | None, tiny: bool) -> str:
     return f'<td><a href="{_esc(path)}"><img class="{css}" src="{_esc(path)}" loading="lazy" alt=""></a></td>'
 
 
+def _judge_text(config: dict) -> str | None:
+    """The judge, its model and, for the GPT judge, whose prompts it used."""
+    judge = config.get("judge")
+    protocol = config.get("judge_protocol")
+    if protocol is None:
+        return judge
+    source = {
+        "official": "the official repository's gpt_eval prompts and requests",
+        "project": "this project's own prompts",
+    }.get(protocol, protocol)
+    return f"{judge} ({config.get('judge_model')}), {protocol} protocol: {source}"
+
+
 def render_report(
     results: Mapping[str, Any],
     rows: Sequence[Mapping[str, Any]],
@@ -187,7 +196,8 @@ def render_report(
     ``results``: the results dict (``overall``, ``by_edit_type``, ``config``). ``rows``: one per edit, with
     ``name``, ``edit_type``, ``instruction``, relative image paths ``source``, ``edited`` and optionally
     ``target``, ``judgment`` (perspective -> ``{"answer", "score"}``, and ``failed``: perspective -> reason)
-    and ``metrics`` (``l1``, ``l2``, ``clip_i``, ``clip_t``). ``grids``: edit type -> relative grid path.
+    and ``metrics`` (``l1``, ``l2``, ``clip_i``, ``clip_t``, ``dino``). ``grids``: edit type -> relative grid
+    path.
     """
     config = results.get("config", {})
     has_target = any(r.get("target") for r in rows)
@@ -202,7 +212,7 @@ def render_report(
     summary = [
         ("model", config.get("model")),
         ("benchmark", config.get("benchmark")),
-        ("judge", config.get("judge")),
+        ("judge", _judge_text(config)),
         ("edits", results.get("overall", {}).get("n")),
     ]
     settings = config.get("generation") or {}

@@ -1,4 +1,4 @@
-"""The DDPM noise schedule shared by training and sampling (REFERENCE.md section 3).
+"""The DDPM noise schedule shared by training and sampling (docs/sources.md, "Training recipe").
 
 Built from a diffusers ``scheduler/scheduler_config.json``: ``num_train_timesteps``, ``beta_start``,
 ``beta_end``, ``beta_schedule`` (``linear``, ``scaled_linear``, ``squaredcos_cap_v2``), ``trained_betas``,

@@ -1,19 +1,21 @@
 """The CLIP tokenizer of Stable Diffusion, for instructions and reward feedback texts.
 
-A thin wrapper over transformers' ``CLIPTokenizer`` read from a local ``tokenizer/`` folder (never the
-hub) that produces what the text encoder takes: ``int32`` ids of shape (B, max_length), padded to
-``max_length`` and truncated, with start/end-of-text tokens (REFERENCE.md section 2: length 77, pad to
-max length, truncate).
+A thin wrapper over transformers' ``CLIPTokenizer`` read from a ``tokenizer/`` folder, local or remote (never
+the hub) that produces what the text encoder takes: ``int32`` ids of shape (B, max_length), padded to
+``max_length`` and truncated, with start/end-of-text tokens (docs/sources.md, "Text encoder and tokenizer":
+length 77, pad to max length, truncate).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rewardedit_jax.convert.weights import ConversionError
+from rewardedit_jax.io import local_copy, to_path
 
 REQUIRED_FILES = ("vocab.json", "merges.txt")  # the slow-tokenizer files (transformers 4.x layout)
 FAST_FILE = "tokenizer.json"  # what transformers 5 saves instead
@@ -57,12 +59,13 @@ class Tokenizer:
     __call__ = tokenize
 
 
-def load_tokenizer(folder: str | Path, *, max_length: int | None = None) -> Tokenizer:
+def load_tokenizer(folder: str | os.PathLike, *, max_length: int | None = None) -> Tokenizer:
     """Load the CLIP tokenizer of ``folder`` (a ``tokenizer/`` folder, or a pipeline folder holding one).
 
-    ``max_length`` defaults to the tokenizer's ``model_max_length`` (77 for Stable Diffusion).
+    ``max_length`` defaults to the tokenizer's ``model_max_length`` (77 for Stable Diffusion). A remote
+    folder is downloaded for transformers, which reads only local files.
     """
-    folder = Path(folder)
+    folder = to_path(folder)
     if not folder.is_dir():
         raise ConversionError(f"{folder}: tokenizer folder not found")
 
@@ -79,7 +82,8 @@ def load_tokenizer(folder: str | Path, *, max_length: int | None = None) -> Toke
     from transformers import CLIPTokenizer
 
     try:
-        backend = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+        with local_copy(folder) as local:
+            backend = CLIPTokenizer.from_pretrained(str(local), local_files_only=True)
     except Exception as e:
         message = " ".join(str(e).split())[:300]
         raise ConversionError(f"{folder}: cannot load the CLIP tokenizer ({message})") from None

@@ -257,7 +257,8 @@ class IdentityAutoencoder(ModelMixin, ConfigMixin):
 
 
 class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
-    """InstructPix2Pix editing with a reward U-Net, the official inference recipe (REFERENCE.md section 4).
+    """InstructPix2Pix editing with a reward U-Net, the official inference recipe
+    (docs/sources.md, "Generation settings").
 
     Three CFG branches (text+image, empty+image, empty+no image), all with the same reward condition:
     scores (default 5, 5, 5) and the pooled CLIP embedding of the feedback text (default

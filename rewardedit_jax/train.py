@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -52,17 +52,19 @@ def main(argv) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)
     _maybe_initialize_distributed()
     from rewardedit_jax.convert.weights import ConversionError
+    from rewardedit_jax.io import PathError
     from rewardedit_jax.training.sharding import ConfigError
     from rewardedit_jax.training.trainer import TrainingError, train_and_evaluate
 
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, ConversionError, TrainingError) as e:
+    except (ConfigError, ConversionError, PathError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(lambda argv: sys.exit(main(argv)))
+    from rewardedit_jax import config_cli
+
+    config_cli.run(main, ("config", "workdir"))

@@ -76,3 +76,39 @@ def cpu_env(devices: int = 1) -> dict:
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
     return env
+
+
+def small_state(step: int) -> dict:
+    """A small flattened "train state" (seeded by ``step``) to checkpoint without training."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(step)
+    return {
+        "params.w": jnp.asarray(rng.normal(size=(256, 256)).astype(np.float32)),
+        "params.b": jnp.asarray(rng.normal(size=(256,)).astype(np.float32)),
+        "step": jnp.asarray(np.int32(step)),
+    }
+
+
+def small_data_iterator():
+    """A grain iterator to checkpoint alongside :func:`small_state`."""
+    import grain
+
+    return iter(grain.MapDataset.range(1000).batch(4).to_iter_dataset())
+
+
+def save_small_checkpoints(checkpoints_dir: Path, steps) -> dict[int, int]:
+    """Real checkpoints in the trainer's layout (``small_state(step)``, the data iterator after ``step``
+    batches) at ``checkpoints_dir/<step>`` for each of ``steps``; returns the iterator position per step."""
+    from rewardedit_jax.training import checkpoints
+
+    manager = checkpoints.open_manager(checkpoints_dir, tiny_config("", "", async_checkpointing=False))
+    data, positions = small_data_iterator(), {}
+    for step in range(1, max(steps) + 1):
+        next(data)
+        if step in steps:
+            checkpoints.save(manager, step, small_state(step), data)
+            positions[step] = data.get_state()["next_index"]
+    manager.close()
+    return positions

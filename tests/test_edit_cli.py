@@ -139,3 +139,37 @@ def test_parse_scores():
     for bad in ("5,5", "a,b,c", "5,5,6", "nan,1,1"):
         with pytest.raises(edit.EditError):
             edit.parse_scores(bad)
+
+
+def test_several_edits_go_to_a_folder_and_edit_i_is_seeded_seed_plus_i(pipeline_dir, source_image, tmp_path):
+    square = tmp_path / "square.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (70, 70, 3), dtype=np.uint8)).save(square)
+    model = ["--model", str(pipeline_dir), "--steps", "1", "--resolution", "64"]
+    out = tmp_path / "edits"
+    args = ["--image", str(source_image), "--image", str(square), "--instruction", "make the cat red"]
+    assert edit.main([*model, *args, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["0000_in.png", "0001_square.png"]
+    with Image.open(out / "0000_in.png") as wide, Image.open(out / "0001_square.png") as fitted:
+        assert (wide.size, fitted.size) == ((128, 64), (64, 64))  # each image fitted on its own
+    # Edit 1 is seeded 42 + 1: the edit a single run with --seed 43 makes (the same per-device batch, 1).
+    single = tmp_path / "single.png"
+    argv = ["--image", str(square), "--instruction", "make the cat red", "--seed", "43", "--out", str(single)]
+    assert edit.main([*model, *argv]) == 0
+    assert single.read_bytes() == (out / "0001_square.png").read_bytes()
+
+
+def test_several_edits_need_matching_counts_and_a_folder(pipeline_dir, source_image, tmp_path, capsys):
+    base = ["--model", str(pipeline_dir), "--image", str(source_image), "--image", str(source_image)]
+    assert (
+        edit.main([*base, "--instruction", "a", "--instruction", "b", "--instruction", "c", "--out", "o"])
+        == 1
+    )
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --image is given 2 times and --instruction 3 times; "
+        "give one instruction for all images or one per image"
+    ]
+    out = tmp_path / "o.png"
+    assert edit.main([*base, "--instruction", "a", "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {out}: 2 edits are written to a folder; give a folder, not a file"
+    ]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fixtures_pipeline import TWO_LEVEL_UNET, save_tiny_ip2p_pipeline
 from fixtures_sd import save_tiny_tokenizer
+from fixtures_train import save_small_checkpoints
 from PIL import Image
 
 from rewardedit_jax import evaluate as ev
@@ -84,7 +85,9 @@ def real_edit_data_dir(tmp_path_factory):
     }
     (manual / "real_edit_instruct.json").write_text(json.dumps(instructions))
     builder = real_edit_dataset_builder.Builder(data_dir=root / "data", file_format="array_record")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    with pytest.MonkeyPatch.context() as patch:  # 3 edits, not the benchmark's 80 photos x 7 edit types
+        patch.setattr(real_edit_dataset_builder.Builder, "EXPECTED_IMAGES", None)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
     return root / "data", manual
 
 
@@ -223,13 +226,13 @@ def test_edits_of_an_earlier_checkpoint_of_a_workdir_are_refused(oracle_run, syn
     workdir = tmp_path / "workdir"
     (workdir / "model").mkdir(parents=True)
     (workdir / "model" / "rewardedit_model.json").write_text("{}")
-    (workdir / "checkpoints" / "100").mkdir(parents=True)
+    save_small_checkpoints(workdir / "checkpoints", {100})
     out = tmp_path / "out"
     out.mkdir()
     generation = json.loads((oracle_run[0] / "generation.json").read_text())
     generation["requested"].update(model=str(workdir.resolve()), model_step=100)
     (out / "generation.json").write_text(json.dumps(generation))
-    (workdir / "checkpoints" / "200").mkdir()  # trained on since
+    save_small_checkpoints(workdir / "checkpoints", {200})  # trained on since
     with pytest.raises(ev.EvaluationError, match=r"other settings \(model_step 100 -> 200\)"):
         ev.evaluate(workdir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
     # A named checkpoint is that step.
@@ -343,6 +346,79 @@ def test_clip_metrics_with_a_local_clip_model(oracle_run, model_dir, synthetic_d
     again = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
     assert again["overall"] == results["overall"] and len(read_jsonl(out / "metrics.jsonl")) == LIMIT
     assert "CLIP-I" in (out / "report.html").read_text()
+
+
+def test_reference_metrics_with_a_local_dino_model(
+    oracle_run, model_dir, synthetic_data_dir, real_edit_data_dir, tmp_path, capsys
+):
+    """--dino-model: per-edit DINO similarity (and L1/L2) as PyTorch / numpy compute them on the written
+    images, means per edit type in results.json, cached in metrics.jsonl; a bad folder: a one-line error
+    before generation."""
+    import torch
+    from fixtures_metrics import save_tiny_dino
+    from transformers import AutoImageProcessor, Dinov2Model
+
+    dino_dir = save_tiny_dino(tmp_path / "dino", "dinov2")
+    out = tmp_path / "run"
+    shutil.copytree(oracle_run[0], out)
+    kwargs = dict(judge="none", batch_size=4, limit=LIMIT, dino_model=dino_dir, **QUICK)
+    results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+    assert results["config"]["dino_model"] == str(dino_dir.resolve())
+    assert json.loads((out / "results.json").read_text()) == results
+
+    # Each edit's DINO similarity recomputed from the written images with the PyTorch model directly.
+    model = Dinov2Model.from_pretrained(str(dino_dir)).eval()
+    processor = AutoImageProcessor.from_pretrained(str(dino_dir))
+    per_edit = {}
+    for name in sorted(p.name for p in (out / "images").iterdir()):
+        pair = [
+            Image.open(out / "images" / name).convert("RGB"),
+            Image.open(out / "targets" / name).convert("RGB"),
+        ]
+        with torch.no_grad():
+            cls = model(**processor(images=pair, return_tensors="pt")).last_hidden_state[:, 0].numpy()
+        dino = float(cls[0] @ cls[1] / np.linalg.norm(cls[0]) / np.linalg.norm(cls[1]))
+        edited, target = (np.asarray(image, np.float64) / 255 for image in pair)
+        per_edit[name] = (dino, np.abs(edited - target).mean(), ((edited - target) ** 2).mean())
+    records = {r["index"]: r for r in read_jsonl(out / "metrics.jsonl") if "dino_model" in r}
+    assert len(records) == LIMIT
+    for name, (dino, _, _) in per_edit.items():
+        assert records[int(name[:4])]["dino"] == pytest.approx(dino, abs=1e-5)
+    by_type: dict[str, list] = {}
+    for edit in ev.Benchmark(
+        "synthetic_edit", ev.resolve_benchmark("synthetic_edit", synthetic_data_dir), LIMIT
+    ).edits:
+        by_type.setdefault(edit.edit_type, []).append(per_edit[f"{edit.name}.png"])
+    assert set(results["by_edit_type"]) == set(by_type)
+    for edit_type, values in [("overall", list(per_edit.values())), *by_type.items()]:
+        block = results["overall"] if edit_type == "overall" else results["by_edit_type"][edit_type]
+        for key, column in (("dino", 0), ("l1", 1), ("l2", 2)):
+            expected = np.mean([v[column] for v in values])
+            assert block[key] == pytest.approx(expected, abs=2e-6), f"{edit_type} {key}"
+    assert "DINO" in (out / "report.html").read_text()
+    again = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+    assert again["overall"] == results["overall"] and len(read_jsonl(out / "metrics.jsonl")) == LIMIT
+
+    # Through the CLI, a missing or non-DINO folder, or a benchmark without references, fails before anything
+    # is generated (no model load, no images).
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    fresh = tmp_path / "fresh"
+    common = ["--model", str(model_dir), "--out", str(fresh), "--judge", "none", "--no-progress"]
+    capsys.readouterr()
+    synthetic_args = [*common, "--benchmark", "synthetic_edit", "--data-dir", str(synthetic_data_dir)]
+    assert ev.main([*synthetic_args, "--dino-model", str(tmp_path / "nope")]) == 1
+    assert error_lines(capsys) == [f"error: {(tmp_path / 'nope').resolve()}: no such DINO model folder"]
+    assert ev.main([*synthetic_args, "--dino-model", str(tmp_path / "clip")]) == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: {(tmp_path / 'clip').resolve()}: not a DINO model (config.json model_type 'clip'"
+    )
+    real_args = [*common, "--benchmark", "real_edit", "--data-dir", str(real_edit_data_dir[0])]
+    assert ev.main([*real_args, "--dino-model", str(dino_dir)]) == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("error: --dino-model compares edits with reference edits")
+    assert not (fresh / "images").exists()
 
 
 def error_lines(capsys) -> list[str]:
@@ -514,7 +590,9 @@ def test_reward_guidance_reaches_the_sampler_and_is_recorded(synthetic_data_dir,
         )
 
 
-def test_seed_per_edit_seeds_edit_i_with_seed_plus_i(model_dir, synthetic_data_dir, tmp_path, monkeypatch):
+def test_edit_i_is_seeded_with_seed_plus_i_unless_the_noise_is_shared(
+    model_dir, synthetic_data_dir, tmp_path, monkeypatch
+):
     calls = record_sampler_calls(monkeypatch)
 
     def seeds() -> list:
@@ -522,18 +600,20 @@ def test_seed_per_edit_seeds_edit_i_with_seed_plus_i(model_dir, synthetic_data_d
 
     kwargs = dict(judge="none", batch_size=2, limit=3, **{**QUICK, "steps": 1})
     per_edit = ev.evaluate(
+        model_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "per_edit", seed=7, **kwargs
+    )
+    assert seeds() == [[7, 8], [9, 9]]  # the default; the last batch is padded with its last edit
+    assert per_edit["config"]["generation"]["seed_per_edit"] is True
+    calls.clear()
+    ev.evaluate(
         model_dir,
         "synthetic_edit",
         synthetic_data_dir,
-        tmp_path / "per_edit",
-        seed=7,
-        seed_per_edit=True,
+        tmp_path / "one_seed",
+        seed=9,
+        shared_noise=True,
         **kwargs,
     )
-    assert seeds() == [[7, 8], [9, 9]]  # the last batch is padded with its last edit
-    assert per_edit["config"]["generation"]["seed_per_edit"] is True
-    calls.clear()
-    ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "one_seed", seed=9, **kwargs)
     assert seeds() == [[9, 9], [9, 9]]
     # Edit 2 seeded 7 + 2 is the edit a run seeded 9 makes; edit 0 (seed 7) differs from it.
     names = sorted(p.name for p in (tmp_path / "per_edit" / "images").glob("*.png"))
@@ -545,12 +625,25 @@ def test_seed_per_edit_seeds_edit_i_with_seed_plus_i(model_dir, synthetic_data_d
     np.testing.assert_array_equal(image["per_edit", 2], image["one_seed", 2])
     assert not np.array_equal(image["per_edit", 0], image["one_seed", 0])
     with pytest.raises(ev.EvaluationError, match="seed_per_edit False -> True"):
+        ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "one_seed", seed=9, **kwargs)
+    # The old --seed-per-edit names the default: the same settings, every edit reused.
+    again = ev.evaluate(
+        model_dir,
+        "synthetic_edit",
+        synthetic_data_dir,
+        tmp_path / "per_edit",
+        seed=7,
+        seed_per_edit=True,
+        **kwargs,
+    )
+    assert again["run"]["reused_images"] == 3
+    with pytest.raises(ev.EvaluationError, match="--shared-noise and --seed-per-edit contradict"):
         ev.evaluate(
             model_dir,
             "synthetic_edit",
             synthetic_data_dir,
-            tmp_path / "one_seed",
-            seed=9,
+            tmp_path / "x",
             seed_per_edit=True,
+            shared_noise=True,
             **kwargs,
         )

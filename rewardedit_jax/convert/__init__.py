@@ -11,12 +11,15 @@ The command line is ``python -m rewardedit_jax.convert {import,export,check}``.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+from etils import epath
 
 from rewardedit_jax.convert import model_dir
 from rewardedit_jax.convert.pipeline import Pipeline, load_model_component, load_pipeline, training_source
 from rewardedit_jax.convert.unet import add_reward_conditioning, expand_input_channels
 from rewardedit_jax.convert.weights import ConversionError
+from rewardedit_jax.io import to_path
 
 __all__ = [
     "ConversionError",
@@ -33,13 +36,13 @@ __all__ = [
 ]
 
 
-def resolve_component(path: str | Path, component: str) -> tuple[Path, str]:
+def resolve_component(path: str | os.PathLike, component: str) -> tuple[epath.Path, str]:
     """Locate ``component`` (e.g. ``unet``) under ``path``. Returns (folder, ``'flax'`` or ``'diffusers'``).
 
     ``path`` may be a Flax model directory, a whole diffusers pipeline folder, or the component folder
     itself (diffusers ``unet/`` with config.json + weights, or a Flax component with ``params/``).
     """
-    path = Path(path)
+    path = to_path(path)
     if not path.exists():
         raise ConversionError(f"{path}: no such model folder")
     if not path.is_dir():
@@ -67,7 +70,7 @@ def _load(path, component: str, param_dtype, compute_dtype):
     )[0]
 
 
-def load_unet(path: str | Path, *, param_dtype=None, compute_dtype=None):
+def load_unet(path: str | os.PathLike, *, param_dtype=None, compute_dtype=None):
     """Load a U-Net (stock or reward-conditioned) in inference mode.
 
     ``path``: a diffusers ``unet/`` or pipeline folder, or a Flax model directory. ``param_dtype`` casts
@@ -76,17 +79,17 @@ def load_unet(path: str | Path, *, param_dtype=None, compute_dtype=None):
     return _load(path, "unet", param_dtype, compute_dtype)
 
 
-def load_vae(path: str | Path, *, param_dtype=None, compute_dtype=None):
+def load_vae(path: str | os.PathLike, *, param_dtype=None, compute_dtype=None):
     """Load the VAE of a diffusers ``vae/`` or pipeline folder, or of a Flax model directory."""
     return _load(path, "vae", param_dtype, compute_dtype)
 
 
-def load_text_encoder(path: str | Path, *, param_dtype=None, compute_dtype=None):
+def load_text_encoder(path: str | os.PathLike, *, param_dtype=None, compute_dtype=None):
     """Load the CLIP text encoder of a ``text_encoder/`` or pipeline folder, or of a Flax directory."""
     return _load(path, "text_encoder", param_dtype, compute_dtype)
 
 
-def load_tokenizer(path: str | Path):
+def load_tokenizer(path: str | os.PathLike):
     """The CLIP tokenizer of a ``tokenizer/`` folder or of a pipeline folder / Flax model directory."""
     from rewardedit_jax.tokenizer import load_tokenizer as _load_tokenizer
 

@@ -15,10 +15,10 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 from rewardedit_jax.convert import pipeline
 from rewardedit_jax.convert.weights import ConversionError, atomic_directory
+from rewardedit_jax.io import PathError, to_path
 
 
 def _log(msg: str) -> None:
@@ -26,7 +26,7 @@ def _log(msg: str) -> None:
 
 
 def cmd_import(args) -> int:
-    src, dst = Path(args.src), Path(args.dst)
+    src, dst = to_path(args.src), to_path(args.dst)
     t0 = time.perf_counter()
     pipeline.layout_of(src)  # fail on a bad source before creating anything
     with atomic_directory(dst, overwrite=args.overwrite) as tmp:
@@ -36,7 +36,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
-    src, dst = Path(args.src), Path(args.dst)
+    src, dst = to_path(args.src), to_path(args.dst)
     t0 = time.perf_counter()
     pipeline.layout_of(src)
     with atomic_directory(dst, overwrite=args.overwrite) as tmp:
@@ -48,13 +48,13 @@ def cmd_export(args) -> int:
 def cmd_check(args) -> int:
     from rewardedit_jax.convert.parity import CHECKS
 
-    src = Path(args.src)
+    src = to_path(args.src)
     components, layout = pipeline.layout_of(src)
     if pipeline.model_dir.is_model_dir(src):
         raise ConversionError(
             f"{src}: check needs the diffusers (PyTorch) folder as SRC; pass --against FLAX_DIR"
         )
-    against = Path(args.against) if args.against else None
+    against = to_path(args.against) if args.against else None
     if against is not None:
         against_components, against_layout = pipeline.layout_of(against)
     failed = False
@@ -113,6 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return args.func(args)
-    except ConversionError as e:
+    except PathError as e:  # ConversionError is one
         print(f"error: {e}", file=sys.stderr)
         return 2

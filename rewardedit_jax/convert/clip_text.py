@@ -26,8 +26,9 @@ from rewardedit_jax.convert.weights import (
     save_safetensors,
     write_json,
 )
+from rewardedit_jax.io import to_path
 from rewardedit_jax.models.clip_text import CLIPTextModel, TextEncoderConfig
-from rewardedit_jax.models.layers import UnsupportedConfigError
+from rewardedit_jax.models.layers import UnsupportedConfigError, abstract_module
 
 ARCHITECTURE = "CLIPTextModel"
 MODEL_TYPE = "clip_text_model"
@@ -48,7 +49,7 @@ def text_encoder_config(config: Mapping[str, Any], source: Path) -> TextEncoderC
 
 
 def build_abstract(cfg: TextEncoderConfig, compute_dtype=None) -> CLIPTextModel:
-    return nnx.eval_shape(lambda: CLIPTextModel(cfg, rngs=nnx.Rngs(0), dtype=compute_dtype))
+    return abstract_module(lambda: CLIPTextModel(cfg, rngs=nnx.Rngs(0), dtype=compute_dtype))
 
 
 def _renames_for(reader: WeightReader):
@@ -59,7 +60,7 @@ def load_diffusers_text_encoder(
     folder: Path, *, param_dtype=None, compute_dtype=None
 ) -> tuple[CLIPTextModel, dict]:
     """Load a transformers ``text_encoder/`` folder (config.json + weights). Returns the model and config."""
-    folder = Path(folder)
+    folder = to_path(folder)
     config = read_json(folder / "config.json")
     cfg = text_encoder_config(config, folder / "config.json")
     with open_weights(folder, TRANSFORMERS_STEMS) as reader:
@@ -113,7 +114,7 @@ def load_flax_text_encoder(
     component_dir: Path, *, param_dtype=None, compute_dtype=None
 ) -> tuple[CLIPTextModel, dict]:
     config, _ = model_dir.component_config(component_dir)
-    cfg = text_encoder_config(config, Path(component_dir) / "config.json")
+    cfg = text_encoder_config(config, to_path(component_dir) / "config.json")
     model = build_abstract(cfg, compute_dtype)
     model_dir.restore_params(component_dir, model)
     return finish_loaded(model, param_dtype), config

@@ -12,13 +12,14 @@ Any folder other commands accept as a model may be a diffusers folder or such a 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
 
+from rewardedit_jax import io
 from rewardedit_jax.convert.weights import ConversionError, read_json, write_json
 
 MODEL_FILE = "rewardedit_model.json"
@@ -26,29 +27,30 @@ FORMAT = "rewardedit-jax-model"
 VERSION = 1
 
 
-def is_model_dir(path: Path) -> bool:
-    return (Path(path) / MODEL_FILE).is_file()
+def is_model_dir(path: str | os.PathLike) -> bool:
+    return (io.to_path(path) / MODEL_FILE).is_file()
 
 
-def read_manifest(path: Path) -> dict:
-    manifest = read_json(Path(path) / MODEL_FILE)
+def read_manifest(path: str | os.PathLike) -> dict:
+    manifest_path = io.to_path(path) / MODEL_FILE
+    manifest = read_json(manifest_path)
     if manifest.get("format") != FORMAT:
-        raise ConversionError(f"{Path(path) / MODEL_FILE}: not a {FORMAT} manifest")
+        raise ConversionError(f"{manifest_path}: not a {FORMAT} manifest")
     if manifest.get("version", 0) > VERSION:
         raise ConversionError(
-            f"{Path(path) / MODEL_FILE}: format version {manifest['version']} is newer than this package"
+            f"{manifest_path}: format version {manifest['version']} is newer than this package"
         )
     return manifest
 
 
 def write_manifest(
-    path: Path, components: list[str], source: str | None = None, layout: str = "pipeline"
+    path: str | os.PathLike, components: list[str], source: str | None = None, layout: str = "pipeline"
 ) -> None:
     """``layout``: ``pipeline`` (exports as a whole diffusers folder) or ``component`` (a single unet/)."""
     data = {"format": FORMAT, "version": VERSION, "components": sorted(components), "layout": layout}
     if source:
         data["source"] = source
-    write_json(Path(path) / MODEL_FILE, data)
+    write_json(io.to_path(path) / MODEL_FILE, data)
 
 
 def _flat_params(model: nnx.Module) -> dict[str, jax.Array]:
@@ -69,15 +71,22 @@ def _local_checkpointer():
     return ocp.StandardCheckpointer(multiprocessing_options=options)
 
 
-def save_params(component_dir: Path, model: nnx.Module) -> None:
+def _params_dir(component_dir: str | os.PathLike):
+    try:
+        return io.checkpoint_dir(component_dir) / "params"
+    except io.PathError as e:
+        raise ConversionError(str(e)) from None
+
+
+def save_params(component_dir: str | os.PathLike, model: nnx.Module) -> None:
     with _local_checkpointer() as ckptr:  # numpy arrays: host-local, writable by one process of many
-        ckptr.save(Path(component_dir).absolute() / "params", numpy_params(model))
+        ckptr.save(_params_dir(component_dir), numpy_params(model))
         ckptr.wait_until_finished()
 
 
-def restore_params(component_dir: Path, model: nnx.Module) -> None:
+def restore_params(component_dir: str | os.PathLike, model: nnx.Module) -> None:
     """Restore an Orbax parameter checkpoint into ``model`` (abstract or concrete), checking shapes."""
-    params_dir = Path(component_dir).absolute() / "params"
+    params_dir = _params_dir(component_dir)
     if not params_dir.is_dir():
         raise ConversionError(f"{params_dir}: parameter checkpoint not found")
     local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -116,17 +125,18 @@ def restore_params(component_dir: Path, model: nnx.Module) -> None:
         var.set_value(restored[".".join(map(str, path))])
 
 
-def component_config(component_dir: Path) -> tuple[dict, dict]:
+def component_config(component_dir: str | os.PathLike) -> tuple[dict, dict]:
     """(config.json, rewardedit.json or {}) of a component directory."""
-    component_dir = Path(component_dir)
+    component_dir = io.to_path(component_dir)
     extra_path = component_dir / "rewardedit.json"
     extra = read_json(extra_path) if extra_path.is_file() else {}
     return read_json(component_dir / "config.json"), extra
 
 
-def write_component_config(component_dir: Path, config: Mapping, extra: Mapping | None = None) -> None:
-    component_dir = Path(component_dir)
-    component_dir.mkdir(parents=True, exist_ok=True)
+def write_component_config(
+    component_dir: str | os.PathLike, config: Mapping, extra: Mapping | None = None
+) -> None:
+    component_dir = io.makedirs(component_dir)
     write_json(component_dir / "config.json", dict(config))
     if extra:
         write_json(component_dir / "rewardedit.json", dict(extra))

@@ -9,13 +9,17 @@ A pipeline is ``unet/``, ``vae/``, ``text_encoder/`` (models, converted), ``toke
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 from rewardedit_jax.convert import clip_text, model_dir, unet, vae
 from rewardedit_jax.convert.weights import ConversionError, read_json, write_json
+from rewardedit_jax.io import absolute, local_copy, to_path
 from rewardedit_jax.schedule import NoiseSchedule, ScheduleError
 
 
@@ -57,14 +61,14 @@ class Pipeline:
     tokenizer: Any
     scheduler_config: dict
     noise_schedule: NoiseSchedule
-    path: Path
+    path: epath.Path
 
 
-def training_source(path: Path) -> tuple[Path, int | None] | None:
+def training_source(path: str | os.PathLike) -> tuple[epath.Path, int | None] | None:
     """``(workdir, step)`` if ``path`` is a training workdir or one of its checkpoints, else None."""
     from rewardedit_jax.training import workdir as workdir_lib
 
-    path = Path(path)
+    path = to_path(path)
     if workdir_lib.is_workdir(path):
         return path, None
     if (
@@ -76,15 +80,15 @@ def training_source(path: Path) -> tuple[Path, int | None] | None:
     return None
 
 
-def files_root(src: Path) -> Path:
+def files_root(src: str | os.PathLike) -> epath.Path:
     """Where the configuration files (tokenizer/, scheduler/, model_index.json) of ``src`` live."""
     found = training_source(src)
-    return found[0] / "model" if found else Path(src)
+    return found[0] / "model" if found else to_path(src)
 
 
-def layout_of(src: Path) -> tuple[list[str], str]:
+def layout_of(src: str | os.PathLike) -> tuple[list[str], str]:
     """The components under ``src`` and whether it is a ``pipeline`` or a single ``component`` (unet)."""
-    src = Path(src)
+    src = to_path(src)
     if training_source(src):
         return layout_of(files_root(src))
     if not src.exists():
@@ -115,14 +119,14 @@ def layout_of(src: Path) -> tuple[list[str], str]:
     raise ConversionError(f"{src}: neither a diffusers folder nor a Flax model directory (no config.json)")
 
 
-def _component_dir(src: Path, name: str, layout: str) -> Path:
+def _component_dir(src: str | os.PathLike, name: str, layout: str) -> epath.Path:
     if layout == "component" and not model_dir.is_model_dir(src):
-        return Path(src)
-    return Path(src) / name
+        return to_path(src)
+    return to_path(src) / name
 
 
 def load_model_component(
-    src: Path, name: str, layout: str | None = None, *, ema: bool = True, **kwargs
+    src: str | os.PathLike, name: str, layout: str | None = None, *, ema: bool = True, **kwargs
 ) -> tuple[Any, dict]:
     """Load one model component (``unet``, ``vae``, ``text_encoder``) from a diffusers or Flax folder,
     or from a training workdir / checkpoint (the U-Net's EMA weights unless ``ema`` is False)."""
@@ -152,7 +156,7 @@ def load_model_component(
     return io.load_diffusers(folder, **kwargs)
 
 
-def _validate_files(src: Path, name: str) -> None:
+def _validate_files(src: str | os.PathLike, name: str) -> None:
     folder = files_root(src) / name
     if name == "scheduler":
         try:
@@ -165,14 +169,17 @@ def _validate_files(src: Path, name: str) -> None:
         load_tokenizer(folder)
 
 
-def _copy_files(src: Path, dst: Path, name: str) -> None:
+def _copy_files(src: str | os.PathLike, dst: Path, name: str) -> None:
     _validate_files(src, name)
-    shutil.copytree(files_root(src) / name, Path(dst) / name, ignore=shutil.ignore_patterns("params"))
+    with local_copy(files_root(src) / name) as folder:
+        shutil.copytree(folder, Path(dst) / name, ignore=shutil.ignore_patterns("params"))
 
 
-def import_folder(src: Path, tmp: Path, *, in_channels: int | None = None, log=print) -> list[str]:
+def import_folder(
+    src: str | os.PathLike, tmp: Path, *, in_channels: int | None = None, log=print
+) -> list[str]:
     """Convert the diffusers folder ``src`` into the (temporary) Flax model directory ``tmp``."""
-    src = Path(src)
+    src = to_path(src)
     components, layout = layout_of(src)
     models = {}
     for name in components:  # read and validate everything before writing anything
@@ -190,8 +197,9 @@ def import_folder(src: Path, tmp: Path, *, in_channels: int | None = None, log=p
         else:
             _copy_files(src, tmp, name)
     if (src / "model_index.json").is_file():
-        shutil.copy(src / "model_index.json", tmp / "model_index.json")
-    model_dir.write_manifest(tmp, components, source=str(src.absolute()), layout=layout)
+        with local_copy(src / "model_index.json") as index:
+            shutil.copy(index, tmp / "model_index.json")
+    model_dir.write_manifest(tmp, components, source=str(absolute(src)), layout=layout)
     return components
 
 
@@ -225,10 +233,10 @@ def model_index_for(components: dict[str, Any], scheduler_class: str | None, bas
     return index
 
 
-def export_folder(src: Path, tmp: Path, *, ema: bool = True, log=print) -> list[str]:
+def export_folder(src: str | os.PathLike, tmp: Path, *, ema: bool = True, log=print) -> list[str]:
     """Write the model at ``src`` (Flax model directory, training workdir or checkpoint, or diffusers
     folder) as a diffusers folder."""
-    src = Path(src)
+    src = to_path(src)
     components, layout = layout_of(src)
     models = {name: load_model_component(src, name, layout, ema=ema) for name in components if name in MODELS}
     if layout == "component":
@@ -253,14 +261,14 @@ def export_folder(src: Path, tmp: Path, *, ema: bool = True, log=print) -> list[
     return components
 
 
-def load_pipeline(path: str | Path, *, param_dtype=None, compute_dtype=None) -> Pipeline:
+def load_pipeline(path: str | os.PathLike, *, param_dtype=None, compute_dtype=None) -> Pipeline:
     """Load a whole editing pipeline from a diffusers folder or a Flax model directory.
 
     Requires all of ``unet``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler``.
     """
     from rewardedit_jax.tokenizer import load_tokenizer
 
-    path = Path(path)
+    path = to_path(path)
     components, layout = layout_of(path)
     missing = [c for c in COMPONENTS if c not in components]
     if layout == "component" or missing:

@@ -26,7 +26,8 @@ from rewardedit_jax.convert.weights import (
     save_safetensors,
     write_json,
 )
-from rewardedit_jax.models.layers import UnsupportedConfigError
+from rewardedit_jax.io import to_path
+from rewardedit_jax.models.layers import UnsupportedConfigError, abstract_module
 from rewardedit_jax.models.reward import RewardConfig
 from rewardedit_jax.models.unet import UNet2DConditionModel, UNetConfig
 
@@ -70,7 +71,7 @@ def unet_config(config: Mapping[str, Any], source: Path, reward: RewardConfig | 
 
 
 def build_abstract(cfg: UNetConfig, compute_dtype=None) -> UNet2DConditionModel:
-    return nnx.eval_shape(lambda: UNet2DConditionModel(cfg, rngs=nnx.Rngs(0), dtype=compute_dtype))
+    return abstract_module(lambda: UNet2DConditionModel(cfg, rngs=nnx.Rngs(0), dtype=compute_dtype))
 
 
 def load_diffusers_unet(
@@ -81,7 +82,7 @@ def load_diffusers_unet(
     ``in_channels`` larger than the checkpoint's expands ``conv_in`` with zero-filled input channels
     (stage-1 initialization of InstructPix2Pix from SD: 4 -> 8).
     """
-    folder = Path(folder)
+    folder = to_path(folder)
     config = read_json(folder / "config.json")
     with open_weights(folder, (DIFFUSERS_STEM,)) as reader:
         reward = reward_config_from_weights(reader, config)
@@ -200,7 +201,7 @@ def load_flax_unet(
 ) -> tuple[UNet2DConditionModel, dict]:
     config, extra = model_dir.component_config(component_dir)
     reward = RewardConfig(**extra["reward"]) if extra.get("reward") else None
-    cfg = unet_config(config, Path(component_dir) / "config.json", reward)
+    cfg = unet_config(config, to_path(component_dir) / "config.json", reward)
     model = build_abstract(cfg, compute_dtype)
     model_dir.restore_params(component_dir, model)
     return finish_loaded(model, param_dtype), config

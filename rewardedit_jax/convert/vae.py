@@ -24,7 +24,8 @@ from rewardedit_jax.convert.weights import (
     save_safetensors,
     write_json,
 )
-from rewardedit_jax.models.layers import UnsupportedConfigError
+from rewardedit_jax.io import to_path
+from rewardedit_jax.models.layers import UnsupportedConfigError, abstract_module
 from rewardedit_jax.models.vae import (
     IDENTITY_CLASS,
     AutoencoderKL,
@@ -52,7 +53,7 @@ def vae_config(config: Mapping[str, Any], source: Path) -> VAEConfig:
 
 
 def build_abstract(cfg: VAEConfig, compute_dtype=None) -> AutoencoderKL:
-    return nnx.eval_shape(lambda: AutoencoderKL(cfg, rngs=nnx.Rngs(0), dtype=compute_dtype))
+    return abstract_module(lambda: AutoencoderKL(cfg, rngs=nnx.Rngs(0), dtype=compute_dtype))
 
 
 def _renames_for(reader: WeightReader):
@@ -62,7 +63,7 @@ def _renames_for(reader: WeightReader):
 
 def load_diffusers_vae(folder: Path, *, param_dtype=None, compute_dtype=None) -> tuple[AutoencoderKL, dict]:
     """Load a diffusers ``vae/`` folder (config.json + weights). Returns the model and its config dict."""
-    folder = Path(folder)
+    folder = to_path(folder)
     config = read_json(folder / "config.json")
     if is_identity_config(config):
         return _identity(config, compute_dtype), config
@@ -131,7 +132,7 @@ def load_flax_vae(component_dir: Path, *, param_dtype=None, compute_dtype=None) 
     config, _ = model_dir.component_config(component_dir)
     if is_identity_config(config):
         return _identity(config, compute_dtype), config
-    cfg = vae_config(config, Path(component_dir) / "config.json")
+    cfg = vae_config(config, to_path(component_dir) / "config.json")
     model = build_abstract(cfg, compute_dtype)
     model_dir.restore_params(component_dir, model)
     return finish_loaded(model, param_dtype), config

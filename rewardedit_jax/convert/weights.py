@@ -8,17 +8,18 @@ Every failure is a :class:`ConversionError` whose one-line message names the fil
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from etils import epath
+
+from rewardedit_jax import io
+from rewardedit_jax.io import atomic_directory, write_json  # noqa: F401  (part of this module's API)
 
 
-class ConversionError(Exception):
+class ConversionError(io.PathError):
     """A model folder or weight file cannot be converted; the message is one line naming the input."""
 
 
@@ -26,23 +27,19 @@ DIFFUSERS_STEM = "diffusion_pytorch_model"
 TRANSFORMERS_STEMS = ("model", "pytorch_model")
 
 
-def read_json(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: file not found")
+def read_json(path: str | os.PathLike) -> dict:
+    """:func:`rewardedit_jax.io.read_json`, failing with a :class:`ConversionError`."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConversionError(f"{path}: malformed JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ConversionError(f"{path}: expected a JSON object")
-    return data
+        return io.read_json(path)
+    except io.PathError as e:
+        raise ConversionError(str(e)) from None
 
 
-def find_weight_files(folder: Path, stems: tuple[str, ...] = (DIFFUSERS_STEM,)) -> list[Path]:
+def find_weight_files(
+    folder: str | os.PathLike, stems: tuple[str, ...] = (DIFFUSERS_STEM,)
+) -> list[epath.Path]:
     """The weight file(s) of a model folder, preferring safetensors, then .bin; plain, then a variant."""
-    folder = Path(folder)
+    folder = io.to_path(folder)
     if not folder.is_dir():
         raise ConversionError(f"{folder}: model folder not found")
     for ext in ("safetensors", "bin"):
@@ -83,12 +80,13 @@ def _to_numpy(tensor) -> np.ndarray:
 class WeightReader:
     """Lazy ``key -> numpy array`` access over one or more weight files (one tensor in memory at a time)."""
 
-    def __init__(self, files: list[Path]):
-        self.files = [Path(f) for f in files]
+    def __init__(self, files: list[str | os.PathLike]):
+        self.files = [io.to_path(f) for f in files]
         self._where: dict[str, Path] = {}
         self._bin_cache: dict[Path, Mapping] = {}
         self._stack = contextlib.ExitStack()
         self._handles: dict[Path, object] = {}
+        self._local_names: dict[Path, str] = {}
         for f in self.files:
             for key in self._keys_of(f):
                 if key in self._where:
@@ -100,12 +98,18 @@ class WeightReader:
             return list(self._handle(f).keys())
         return list(self._bin(f).keys())
 
+    def _local(self, f: Path) -> str:
+        """A local file name to read ``f`` from (a remote file is downloaded once, deleted on close)."""
+        if f not in self._local_names:
+            self._local_names[f] = str(self._stack.enter_context(io.local_copy(f)))
+        return self._local_names[f]
+
     def _handle(self, f: Path):
         if f not in self._handles:
             from safetensors import safe_open
 
             try:
-                self._handles[f] = self._stack.enter_context(safe_open(str(f), framework="pt"))
+                self._handles[f] = self._stack.enter_context(safe_open(self._local(f), framework="pt"))
             except Exception as e:  # safetensors raises its own error types for bad headers
                 raise ConversionError(f"{f}: unreadable safetensors file ({_one_line(e)})") from None
         return self._handles[f]
@@ -115,10 +119,10 @@ class WeightReader:
             import torch
 
             try:
-                state = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
+                state = torch.load(self._local(f), map_location="cpu", weights_only=True, mmap=True)
             except Exception as e:
                 try:  # legacy (non-zip) files cannot be memory-mapped
-                    state = torch.load(str(f), map_location="cpu", weights_only=True)
+                    state = torch.load(self._local(f), map_location="cpu", weights_only=True)
                 except Exception:
                     raise ConversionError(f"{f}: unreadable PyTorch weights ({_one_line(e)})") from None
             if not isinstance(state, Mapping):
@@ -155,6 +159,7 @@ class WeightReader:
         self._stack.close()
         self._handles.clear()
         self._bin_cache.clear()
+        self._local_names.clear()
 
     def __enter__(self) -> WeightReader:
         return self
@@ -173,37 +178,6 @@ def save_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: di
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
-def write_json(path: Path, data: Mapping) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text if len(text) < 300 else text[:297] + "..."
-
-
-@contextlib.contextmanager
-def atomic_directory(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling directory that becomes ``dst`` only if the block succeeds.
-
-    On any error the temporary directory is removed and ``dst`` is untouched (no partial output).
-    """
-    dst = Path(dst)
-    if dst.exists() and not overwrite:
-        raise ConversionError(f"{dst}: output already exists (pass --overwrite to replace it)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
-    try:
-        yield tmp
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

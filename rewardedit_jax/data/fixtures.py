@@ -1,8 +1,9 @@
 """Small fake manual directories for the builders' tests, the benchmark, and trying the builders.
 
 `write_*_dummy_data(root)` writes the `dummy_data/` of each builder in `tfds_builders/` (a handful of 32x32
-JPEGs plus deliberately bad entries) and returns the build summary it must produce. Regenerate the
-committed fixtures with
+JPEGs plus deliberately bad entries; for `real_edit`, whose build checks the benchmark's layout, 80 complete
+16x16 photos, with the bad entries in `write_real_edit_defective_data`) and returns the build summary it must
+produce. Regenerate the committed fixtures with
 
     python -m rewardedit_jax.data.fixtures tfds_builders
 
@@ -189,7 +190,26 @@ def real_edit_instructions(types: Sequence[str] = manual.REAL_EDIT_TYPES) -> lis
     return [f"{t}. Instruction: {t.lower()} edit of the photo" for t in types]
 
 
-def write_real_edit_dummy_data(root: str | os.PathLike) -> dict[str, Any]:
+def write_real_edit_dummy_data(
+    root: str | os.PathLike, images: int = manual.REAL_EDIT_IMAGES
+) -> dict[str, Any]:
+    """real_edit_instruct.json + Real-Edit/ laid out as the benchmark: `images` 16x16 photos x 7 edit types.
+
+    The `real_edit` build requires the benchmark's 80 x 7 = 560 edits, so its dummy data is complete; the
+    skip reasons are exercised by `write_real_edit_defective_data`.
+    """
+    root = Path(root)
+    folder = root / manual.REAL_EDIT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    instructions = {}
+    for i in range(images):
+        (folder / f"{i}.jpg").write_bytes(small_jpeg(i + 1, size=16))
+        instructions[f"{i}.jpg"] = real_edit_instructions()
+    _write_json(root / manual.REAL_EDIT_FILE, instructions)
+    return {"kept": images * len(manual.REAL_EDIT_TYPES), "skipped": {}}
+
+
+def write_real_edit_defective_data(root: str | os.PathLike) -> dict[str, Any]:
     """real_edit_instruct.json + Real-Edit/: 2 good photos (one with an unknown type), 1 corrupt, 1 absent."""
     root = Path(root)
     folder = root / manual.REAL_EDIT_DIR

@@ -1,8 +1,9 @@
 """The latent cache: a built editing dataset encoded once by the frozen VAE and text encoder.
 
 Training encodes every image pair with the VAE and every instruction and feedback text with the CLIP text
-encoder (REFERENCE.md section 3), although both are frozen. `precompute` does that once and writes the
-results as a dataset that `make_latent_dataset` reads instead of images, so large runs skip the encoders.
+encoder (docs/sources.md, "Training recipe"), although both are frozen. `precompute` does that once and
+writes the results as a dataset that `make_latent_dataset` reads instead of images, so large runs skip the
+encoders.
 Command line: ``python -m rewardedit_jax.data.precompute`` (docs/data.md).
 
 Per example (index i of the split, images decoded and resized exactly like the pipeline's
@@ -32,7 +33,8 @@ per example in split order) and `cache_info.json` (format version, source datase
 path, resolution, latent shape, text dims, dtype, flips, scaling_factor, fields, shard files). A record is
 ``b"RLC1"``, a uint32 little-endian header length, a JSON header ``[[name, dtype, shape], ...]`` and each
 array's raw little-endian bytes, all 8-byte aligned: no pickle. Reading needs grain, array_record and
-numpy only (no TensorFlow).
+numpy only (no TensorFlow). A cache may live under gs:// (array_record reads gs:// objects itself; other
+remote schemes are refused); `precompute` builds it locally and uploads it.
 
 `make_latent_dataset` has the order, sharding, determinism and iterator-state semantics of
 `pipeline.make_dataset` (it is `make_grain_dataset` with `LatentExampleTransform`): the per-example random
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import os
 import struct
@@ -60,6 +63,7 @@ import grain
 import numpy as np
 
 from rewardedit_jax.data import pipeline
+from rewardedit_jax.io import absolute, read_bytes, scheme_of, to_path
 
 FORMAT = "rewardedit_jax.latent_cache"
 FORMAT_VERSION = 1
@@ -75,6 +79,8 @@ STORAGE_DTYPES = ("float16", "float32")
 REQUIRED_FEATURES = ("source_image", "edited_image", "instruction")
 PRECOMPUTE_COMMAND = "python -m rewardedit_jax.data.precompute"
 
+# Remote URL schemes array_record's reader opens itself (its riegeli GCS reader).
+ARRAY_RECORD_SCHEMES = ("gs",)
 _MAGIC = b"RLC1"
 _ALIGN = 8
 _RECORD_DTYPES = frozenset(np.dtype(t).newbyteorder("<").str for t in ("f2", "f4", "i4", "i8", "u1"))
@@ -205,7 +211,11 @@ class CacheWriter:
 
 def read_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
     """The `cache_info.json` of a latent cache, checked for format and version."""
-    cache_dir = Path(cache_dir)
+    cache_dir = to_path(cache_dir)
+    if scheme_of(cache_dir) not in (None, *ARRAY_RECORD_SCHEMES):
+        raise LatentCacheError(
+            f"{cache_dir}: array_record reads only local files and {', '.join(ARRAY_RECORD_SCHEMES)}:// URLs"
+        )
     path = cache_dir / INFO_FILE
     if not cache_dir.is_dir():
         raise LatentCacheError(
@@ -217,7 +227,7 @@ def read_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
         )
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # OSError also covers the remote backends' errors
         raise LatentCacheError(f"{path}: unreadable ({_one_line(e)})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise LatentCacheError(f"{path}: not a latent cache (format {info.get('format')!r})")
@@ -235,7 +245,7 @@ class LatentRecords(Sequence):
     """Random access to the records of a latent cache: `records[i]` is a dict of numpy arrays as stored."""
 
     def __init__(self, cache_dir: str | os.PathLike, info: Mapping[str, Any] | None = None):
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = to_path(cache_dir)
         self.info = dict(info) if info is not None else read_info(self.cache_dir)
         paths = [str(self.cache_dir / name) for name in self.info["files"]]
         self._source = grain.sources.ArrayRecordDataSource(paths)
@@ -265,7 +275,7 @@ def load_empty_prompt(cache_dir: str | os.PathLike) -> np.ndarray:
     info = read_info(cache_dir)
     if not info.get("empty_prompt_file"):
         raise LatentCacheError(f"{cache_dir}: the cache holds no empty-prompt embedding")
-    return np.load(Path(cache_dir) / info["empty_prompt_file"], allow_pickle=False)
+    return np.load(io.BytesIO(read_bytes(to_path(cache_dir) / info["empty_prompt_file"])), allow_pickle=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,11 +373,11 @@ class _Head(Sequence):
 
 def _open_dataset(dataset: str | os.PathLike, split: str, data_dir: str | os.PathLike | None):
     """(data source, info) of a built dataset, with one-line errors for a missing dataset or split."""
-    path = Path(os.fspath(dataset)).expanduser()
+    path = to_path(dataset, expanduser=True)
     is_dir = path.is_dir() and (path / "dataset_info.json").is_file()
     if not is_dir:
         name = os.fspath(dataset).split(":")[0]
-        root = Path(os.fspath(data_dir)).expanduser() if data_dir is not None else None
+        root = to_path(data_dir, expanduser=True) if data_dir is not None else None
         if root is not None and not (root / name).is_dir():
             raise LatentCacheError(
                 f"dataset {os.fspath(dataset)!r} not found: no {root / name}; build it with tfds build"
@@ -481,7 +491,7 @@ def precompute(
         raise LatentCacheError(f"dtype {dtype!r} is not one of {STORAGE_DTYPES}")
     if batch_size < 1 or resolution < 1 or (limit is not None and limit < 1):
         raise LatentCacheError("batch_size, resolution and limit must be positive")
-    out_dir = Path(out_dir)
+    out_dir = to_path(out_dir)
     if out_dir.exists() and not overwrite:
         raise LatentCacheError(f"{out_dir}: output already exists (pass overwrite=True / --overwrite)")
     source, ds_info = _open_dataset(dataset, split, data_dir)
@@ -549,7 +559,8 @@ def precompute(
             if pending is not None:
                 write(writer, *pending)
                 bar.update(len(pending[1]["record_index"]))
-        # The empty prompt's states replace the instruction's under CFG dropout (REFERENCE.md section 3).
+        # The empty prompt's states replace the instruction's under CFG dropout
+        # (docs/sources.md, "Training recipe").
         empty = np.asarray(text_encoder(np.asarray(tokenizer([""]), np.int32))[0][0], np.float32)
         np.save(tmp / EMPTY_PROMPT_FILE, empty, allow_pickle=False)
         latent_shape = [resolution // factor, resolution // factor, vae.config.latent_channels]
@@ -558,7 +569,7 @@ def precompute(
                 "dataset": ds_info.full_name,
                 "split": split,
                 "source_num_examples": len(source),
-                "model_path": str(Path(model_path).absolute()),
+                "model_path": str(absolute(model_path)),
                 "resolution": resolution,
                 "fast_jpeg": fast_jpeg,
                 "latent_shape": latent_shape,

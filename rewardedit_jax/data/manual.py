@@ -3,10 +3,11 @@
 Each generator yields `(key, example)` with encoded image bytes (checked to decode) and records in a
 `validation.BuildSummary` what it kept and what it skipped and why:
 
-- `reward_edit_examples`: RewardEdit20K (`RewardEdit_20K.json`, REFERENCE.md section 5) joined with its
-  InstructPix2Pix image pairs (`sources.py` finds the images and joins the keys).
+- `reward_edit_examples`: RewardEdit20K (`RewardEdit_20K.json`, docs/sources.md, "Data formats") joined
+  with its InstructPix2Pix image pairs (`sources.py` finds the images and joins the keys).
 - `instruct_pix2pix_examples`: every image pair of the InstructPix2Pix source (stage-1 data).
-- `real_edit_examples`: the Real-Edit benchmark, 80 photos x 7 instructions (REFERENCE.md section 4).
+- `real_edit_examples`: the Real-Edit benchmark, 80 photos x 7 instructions
+  (docs/sources.md, "Real-Edit evaluation protocol").
 
 The builders stay thin: they declare features and splits and call these.
 """
@@ -28,6 +29,9 @@ REAL_EDIT_FILE = "real_edit_instruct.json"
 REAL_EDIT_DIR = "Real-Edit"
 REAL_EDIT_TYPES = ("Local", "Remove", "Add", "Texture", "Background", "Global", "Style")
 REAL_EDIT_INSTRUCTIONS_PER_IMAGE = len(REAL_EDIT_TYPES)
+REAL_EDIT_IMAGES = 80  # the benchmark: 80 photos x 7 edit types = 560 edits (docs/sources.md)
+REAL_EDIT_EDITS = REAL_EDIT_IMAGES * len(REAL_EDIT_TYPES)
+MAX_LISTED = 8  # images named in a Real-Edit layout error (then "... and N more")
 
 MULTI_PAIR_SKIP = "skip"
 MULTI_PAIR_FIRST = "first"
@@ -219,7 +223,8 @@ def parse_real_edit_instruction(text: Any) -> tuple[str, str]:
 
     The edit type is the text before the first "." (tolerating a leading list number and a ":" instead of
     "."), and must be one of the 7 types (any case); the instruction is the text after the last ": ", or
-    after the type when there is none (REFERENCE.md section 4; the exact format is unverified).
+    after the type when there is none (official `eval.py`; docs/sources.md, "Real-Edit evaluation protocol";
+    the exact format is unverified).
     """
     if not isinstance(text, str) or not text.strip():
         raise Skip(validation.BAD_INSTRUCTION, repr(text))
@@ -259,16 +264,32 @@ def _real_edit_image(folder: Path, image_id: str) -> Path:
     raise Skip(validation.MISSING_IMAGE, f"{REAL_EDIT_DIR}/{image_id}")
 
 
-def real_edit_examples(manual_dir: str | os.PathLike, summary: BuildSummary) -> Iterator[tuple[str, Example]]:
-    """Real-Edit examples: key `<image_id>/<i>`, image bytes, instruction and edit type."""
+def real_edit_examples(
+    manual_dir: str | os.PathLike, summary: BuildSummary, expected_images: int | None = REAL_EDIT_IMAGES
+) -> Iterator[tuple[str, Example]]:
+    """Real-Edit examples: key `<image_id>/<i>`, image bytes, instruction and edit type.
+
+    After the last example, unless `expected_images` is None, the data must hold exactly `expected_images`
+    photos with one instruction of each of the 7 edit types and nothing skipped (the benchmark's 80 x 7 =
+    560 edits); otherwise `ManualDataError` names what differs (`check_real_edit_layout`).
+    """
     manual_dir = Path(manual_dir)
     json_path = sources.find_file(manual_dir, REAL_EDIT_FILE)
     entries, duplicates = validation.load_json_with_duplicates(json_path)
     if not isinstance(entries, dict):
         raise ManualDataError(f"{json_path} must hold a JSON object mapping image names to instruction lists")
+    image_ids = list(entries)
+    kept_types: dict[str, list[str]] = {}
+    reasons: dict[str, list[str]] = {}
+    unexpected_types: dict[str, list[str]] = {}
+
+    def skip(image_id: str, key: str, error: Skip) -> None:
+        summary.skip(key, error)
+        reasons.setdefault(image_id, []).append(error.reason)
+
     for image_id in duplicates:
-        summary.skip(image_id, Skip(validation.DUPLICATE_KEY, "several values in the JSON file"))
-        del entries[image_id]
+        skip(image_id, image_id, Skip(validation.DUPLICATE_KEY, "several values in the JSON file"))
+        entries.pop(image_id, None)
     folder = _find_real_edit_dir(manual_dir, json_path)
     summary.facts["instructions_file"] = _relative(json_path, manual_dir)
     summary.facts["images_dir"] = _relative(folder, manual_dir)
@@ -278,7 +299,7 @@ def real_edit_examples(manual_dir: str | os.PathLike, summary: BuildSummary) -> 
         if isinstance(instructions, str):
             instructions = [instructions]
         if not isinstance(instructions, list) or not instructions:
-            summary.skip(image_id, Skip(validation.BAD_INSTRUCTION, "not a list of instruction strings"))
+            skip(image_id, image_id, Skip(validation.BAD_INSTRUCTION, "not a list of instruction strings"))
             continue
         if len(instructions) != REAL_EDIT_INSTRUCTIONS_PER_IMAGE:
             unexpected_counts[image_id] = len(instructions)
@@ -296,11 +317,83 @@ def real_edit_examples(manual_dir: str | os.PathLike, summary: BuildSummary) -> 
                 if isinstance(image, Skip):
                     raise image
             except Skip as e:
-                summary.skip(key, e)
+                skip(image_id, key, e)
+                if e.reason == validation.UNKNOWN_EDIT_TYPE:
+                    unexpected_types.setdefault(_type_head(text), []).append(key)
                 continue
             summary.keep()
+            kept_types.setdefault(image_id, []).append(edit_type)
             yield (
                 key,
                 {"image_id": image_id, "image": image, "instruction": instruction, "edit_type": edit_type},
             )
     summary.facts["images_with_unexpected_instruction_count"] = unexpected_counts
+    if expected_images is not None:
+        summary.facts["expected"] = f"{expected_images} images x {len(REAL_EDIT_TYPES)} edit types"
+        check_real_edit_layout(
+            json_path, image_ids, kept_types, reasons, unexpected_types, summary, expected_images
+        )
+
+
+def _type_head(text: Any) -> str:
+    """The would-be edit type of an instruction whose type is not one of the 7 (for the layout error)."""
+    match = _TYPE_PREFIX.match(text) if isinstance(text, str) else None
+    return match["head"].strip() if match else repr(text)[:40]
+
+
+def check_real_edit_layout(
+    json_path: Path,
+    image_ids: list[str],
+    kept_types: dict[str, list[str]],
+    reasons: dict[str, list[str]],
+    unexpected_types: dict[str, list[str]],
+    summary: BuildSummary,
+    expected_images: int = REAL_EDIT_IMAGES,
+) -> None:
+    """Raises `ManualDataError` unless the kept edits are `expected_images` photos x the 7 edit types.
+
+    `image_ids`: every image name of the JSON; `kept_types`: the edit types kept per image; `reasons`: the
+    skip reasons per image; `unexpected_types`: edit type -> keys of instructions with that unknown type.
+    The one-line message names the number of images, the images missing (or repeating) edit types with
+    why their edits were skipped, the unexpected edit types, and the skip counts.
+    """
+    expected_edits = expected_images * len(REAL_EDIT_TYPES)
+    problems = []
+    if len(image_ids) != expected_images:
+        problems.append(f"{len(image_ids)} images, not {expected_images}")
+    image_problems = []
+    for image_id in image_ids:
+        types = kept_types.get(image_id, [])
+        missing = [t for t in REAL_EDIT_TYPES if t not in types]
+        repeated = [t for t in REAL_EDIT_TYPES if types.count(t) > 1]
+        issues = []
+        if len(missing) == len(REAL_EDIT_TYPES):
+            issues.append("misses every edit type")
+        elif missing:
+            issues.append(f"misses {', '.join(missing)}")
+        if repeated:
+            issues.append(f"has {', '.join(repeated)} more than once")
+        if issues:
+            why = sorted(set(reasons.get(image_id, [])))
+            image_problems.append(
+                f"{image_id} {' and '.join(issues)}" + (f" ({', '.join(why)})" if why else "")
+            )
+    if image_problems:
+        more = len(image_problems) - MAX_LISTED
+        problems.append(
+            "; ".join(image_problems[:MAX_LISTED]) + (f"; ... and {more} more images" if more > 0 else "")
+        )
+    if unexpected_types:
+        listed = [
+            f"{name!r} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+            for name, keys in unexpected_types.items()
+        ]
+        problems.append(f"unexpected edit types {', '.join(listed)}")
+    if summary.total_skipped:
+        counts = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.skipped.items()))
+        problems.append(f"skipped {counts}")
+    if problems:
+        raise ManualDataError(
+            f"{json_path}: Real-Edit is {expected_images} images x {len(REAL_EDIT_TYPES)} edit types = "
+            f"{expected_edits} edits, but this data gives {summary.kept} edits: {'; '.join(problems)}"
+        )

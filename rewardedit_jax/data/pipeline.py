@@ -10,8 +10,9 @@ split every epoch, and the global batch holds the same examples in the same orde
 processes. With `drop_remainder` the stream is cut to whole global batches, so every process yields the
 same number of batches.
 
-Per example (`EditExampleTransform`, REFERENCE.md section 3): decode, resize to `resolution` (aspect not
-kept, bicubic like PIL's default in the official code), one random horizontal flip for both images,
+Per example (`EditExampleTransform`, docs/sources.md, "Training recipe"): decode, resize to `resolution`
+(aspect not kept, bicubic like PIL's default in the official code), one random horizontal flip for both
+images,
 scale to [-1, 1]; tokenize the instruction and the feedback texts joined with "; ". The flip's randomness
 is a function of (seed, position in the stream), so restoring an iterator state reproduces the remaining
 batches exactly. The transform is pluggable (`transform=`), e.g. for a dataset of cached VAE latents.
@@ -25,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import grain
@@ -33,6 +33,7 @@ import numpy as np
 
 from rewardedit_jax.data import images
 from rewardedit_jax.data.tokenize import Tokenizer, tokenize
+from rewardedit_jax.io import to_path
 
 FEEDBACK_SEPARATOR = "; "
 INDEX_KEY = "_record_index"
@@ -101,11 +102,12 @@ class _WithRecordIndex:
 def load_builder(dataset: str | os.PathLike, data_dir: str | os.PathLike | None = None):
     """A prepared TFDS builder: a dataset directory (with `dataset_info.json`) or `name[/config][:version]`.
 
-    Reading a prepared dataset by name needs no builder code: tfds reads its files from `data_dir`.
+    Reading a prepared dataset by name needs no builder code: tfds reads its files from `data_dir`. Both may
+    be remote URLs (`gs://...`).
     """
     import tensorflow_datasets as tfds
 
-    path = Path(os.fspath(dataset)).expanduser()
+    path = to_path(dataset, expanduser=True)
     if path.is_dir() and (path / "dataset_info.json").is_file():
         return tfds.builder_from_directory(path)
     return tfds.builder(os.fspath(dataset), data_dir=None if data_dir is None else os.fspath(data_dir))

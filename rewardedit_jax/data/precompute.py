@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from rewardedit_jax.convert.weights import ConversionError
     from rewardedit_jax.data.latent_cache import LatentCacheError, precompute
+    from rewardedit_jax.io import PathError
 
     try:
         info = precompute(
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=args.progress,
         )
-    except (LatentCacheError, ConversionError) as e:
+    except (LatentCacheError, ConversionError, PathError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(

@@ -1,6 +1,6 @@
 """InstructPix2Pix image sources in a manual directory: detection, reading, and joins with RewardEdit20K keys.
 
-Two layouts of the InstructPix2Pix clip-filtered data are supported (REFERENCE.md section 5):
+Two layouts of the InstructPix2Pix clip-filtered data are supported (docs/sources.md, "Data formats"):
 
 - **folders** (the original layout): a root holding folders, each with `prompt.json` (`edit` is the
   instruction) and up to 4 pairs `{seed}_0.jpg` (source) / `{seed}_1.jpg` (edited); optionally `seeds.json`.

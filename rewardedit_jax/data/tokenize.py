@@ -1,8 +1,9 @@
 """Tokenizers for the input pipeline: anything mapping a list of strings to int32 token ids (B, 77).
 
 The instruction and the joined feedback text are tokenized like SD 1.5's prompt: CLIP tokenizer, padded
-to the maximum length 77, truncated (REFERENCE.md section 2). `rewardedit_jax.tokenizer.load_tokenizer`
-gives one for a folder; any other callable with the same contract works, e.g. `WordTokenizer` in tests.
+to the maximum length 77, truncated (docs/sources.md, "Text encoder and tokenizer").
+`rewardedit_jax.tokenizer.load_tokenizer` gives one for a folder; any other callable with the same contract
+works, e.g. `WordTokenizer` in tests.
 Tokenizers must be picklable when the pipeline uses worker processes.
 """
 

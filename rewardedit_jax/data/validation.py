@@ -1,6 +1,7 @@
 """Validation of manually downloaded data while a dataset is built, with counted skip reasons.
 
-The official PyTorch code silently turned an unreadable image into a black one (REFERENCE.md section 3).
+The official PyTorch code silently turned an unreadable image into a black one
+(official `dataset.py`; docs/sources.md, "Training recipe").
 Here every example that cannot be used is skipped with a named reason, the reasons are counted in a
 `BuildSummary`, the build prints the summary and records it in the dataset's metadata
 (`builder.info.metadata["build_summary"]`), and the build fails with a clear message when the input

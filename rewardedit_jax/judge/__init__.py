@@ -2,8 +2,10 @@
 
 Three perspectives, in this order: instruction following, detail preserving, generation quality. Two modes:
 *label* (score 0..5 + failure-point text, the RewardEdit-20K reward format, used to label training edits) and
-*eval* (yes/no + score 0..5, the Real-Edit protocol). See docs/judge.md; the CLI is
-`python -m rewardedit_jax.label`.
+*eval* (yes/no + score 0..5, the Real-Edit protocol). Two prompt protocols: the project's own prompts (the
+default), or `JudgeConfig(protocol="official", official_repo=CLONE)`, the requests of the official
+repository's judge scripts, read from the user's clone at run time (official.py). See docs/judge.md; the
+CLI is `python -m rewardedit_jax.label`.
 
     from rewardedit_jax.judge import JudgeConfig, evaluate_edits
     report = evaluate_edits(
@@ -15,7 +17,7 @@ Three perspectives, in this order: instruction following, detail preserving, gen
 
 from rewardedit_jax.judge.cache import AnswerCache, RequestIdentity
 from rewardedit_jax.judge.client import JudgeFatalError, api_key_from_env
-from rewardedit_jax.judge.config import MODES, PERSPECTIVES, JudgeConfig
+from rewardedit_jax.judge.config import MODES, PERSPECTIVES, PROTOCOLS, JudgeConfig
 from rewardedit_jax.judge.cost import Usage
 from rewardedit_jax.judge.parse import EvalAnswer, LabelAnswer, ParseError, parse_answer
 from rewardedit_jax.judge.prompts import PromptSet
@@ -31,11 +33,13 @@ from rewardedit_jax.judge.runner import (
     evaluate_edits_async,
     label_edits,
     label_edits_async,
+    protocol_metadata,
 )
 
 __all__ = [
     "MODES",
     "PERSPECTIVES",
+    "PROTOCOLS",
     "AnswerCache",
     "EditItem",
     "EvalAnswer",
@@ -58,4 +62,5 @@ __all__ = [
     "label_edits",
     "label_edits_async",
     "parse_answer",
+    "protocol_metadata",
 ]

@@ -5,10 +5,12 @@ read, so a parser fix also fixes cached answers). Requests that failed in transp
 retry budget, timeouts) are not stored and are sent again by the next run.
 
 The key is the sha256 of: model, prompt version, mode, perspective, content hashes of the images sent, the
-instruction (when the prompt uses it), the image long side and the image detail level. Each answer is
-committed in its own transaction as it arrives (WAL journal, synchronous=NORMAL): a run killed at any point
-keeps every answer received before the kill, and a resumed run sends only the rest. (synchronous=NORMAL
-survives process crashes; a power loss can forget the last few answers, which are then simply re-requested.)
+instruction (when the prompt uses it), the image long side and the image detail level (and, for the official
+protocol, the size the images are resized to; its prompt version is a digest of the official requests).
+Each answer is committed in its own transaction as it arrives (WAL journal, synchronous=NORMAL): a run
+killed at any point keeps every answer received before the kill, and a resumed run sends only the rest.
+(synchronous=NORMAL survives process crashes; a power loss can forget the last few answers, which are then
+simply re-requested.)
 The API key is never part of a key or a row.
 """
 
@@ -54,10 +56,16 @@ class RequestIdentity:
     instruction: str | None  # None when the prompt does not show the instruction
     max_side: int | None
     detail: str
+    # The (width, height) every image is resized to, when the protocol fixes it (official protocol). Left
+    # out of the key when None, so the keys of earlier caches stay valid.
+    sent_size: tuple[int, int] | None = None
 
     @property
     def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=False)
+        fields = dataclasses.asdict(self)
+        if fields["sent_size"] is None:
+            del fields["sent_size"]
+        blob = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

@@ -184,22 +184,28 @@ class ChatTransport:
         self._format_known = len(ladder) == 1
         self._discovery = asyncio.Lock()
 
-    async def complete(self, messages: list[dict], response_formats: dict[str, dict | None]) -> Completion:
+    async def complete(
+        self, messages: list[dict], response_formats: dict[str, dict | None], sampling: dict | None = None
+    ) -> Completion:
         """One answer for `messages`; raises RequestFailed (this request) or JudgeFatalError (the run).
 
         `response_formats` maps json_schema / json_object / none to the request's `response_format` field.
+        `sampling`: the request's fields besides model and messages, as given (the official protocol's
+        `max_tokens`); None: the config's `max_completion_tokens` and `temperature`.
         """
         try:
             if not self._format_known:
                 async with self._discovery:
                     if not self._format_known:
-                        return await self._complete(messages, response_formats)
-            return await self._complete(messages, response_formats)
+                        return await self._complete(messages, response_formats, sampling)
+            return await self._complete(messages, response_formats, sampling)
         except RequestFailed:
             self.usage.failed_requests += 1
             raise
 
-    async def _complete(self, messages: list[dict], response_formats: dict[str, dict | None]) -> Completion:
+    async def _complete(
+        self, messages: list[dict], response_formats: dict[str, dict | None], sampling: dict | None
+    ) -> Completion:
         attempt = 0
         level = self._format_level
         first_refusal: str | None = None
@@ -213,7 +219,7 @@ class ChatTransport:
         while True:
             attempt += 1
             try:
-                completion = await self._send(messages, pick_format)
+                completion = await self._send(messages, pick_format, sampling)
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 message = self._describe(exc)
@@ -264,14 +270,16 @@ class ChatTransport:
             log.info("attempt %d failed (%s); retrying in %.2f s", attempt, message, delay)
             await asyncio.sleep(delay)
 
-    async def _send(self, messages: list[dict], pick_format: Callable[[], dict | None]) -> Completion:
-        body = {
-            "model": self.config.model,
-            "messages": messages,
-            "max_completion_tokens": self.config.max_output_tokens,
-        }
-        if self.config.temperature is not None:
-            body["temperature"] = self.config.temperature
+    async def _send(
+        self, messages: list[dict], pick_format: Callable[[], dict | None], sampling: dict | None = None
+    ) -> Completion:
+        body = {"model": self.config.model, "messages": messages}
+        if sampling is not None:
+            body.update(sampling)
+        else:
+            body["max_completion_tokens"] = self.config.max_output_tokens
+            if self.config.temperature is not None:
+                body["temperature"] = self.config.temperature
         async with self._slots:
             await self._limiter.wait_turn()
             response_format = pick_format()

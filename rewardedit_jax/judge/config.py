@@ -1,8 +1,9 @@
 """Settings of the LVLM judge: endpoint, model, reliability limits, image size, prompts and prices.
 
 One dataclass, `JudgeConfig`, describes a judging run completely; the label CLI builds it from its flags and
-the Real-Edit evaluator builds it in Python. Every field has a default that reproduces the paper's setup
-(GPT-4o, one request per perspective) at a moderate cost.
+the Real-Edit evaluator builds it in Python. The defaults are the project's protocol (its own prompts, gpt-4o,
+one request per perspective); `protocol="official"` sends the requests of the official repository's judge
+scripts instead (official.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ PERSPECTIVES: tuple[str, ...] = ("following", "preserving", "quality")
 # label: score 0..5 + failure-point text (RewardEdit-style training rewards).
 # eval: yes/no + score 0..5 (the Real-Edit protocol).
 MODES: tuple[str, ...] = ("label", "eval")
+
+# project: this project's prompts (rewardedit_jax/judge/prompts/); official: the official repository's
+# gpt_eval/*.py, read from the user's clone at run time (rewardedit_jax/judge/official.py).
+PROTOCOLS: tuple[str, ...] = ("project", "official")
+DEFAULT_MODEL = {"project": "gpt-4o", "official": "gpt-4o-2024-05-13"}
+# USD per 1M (input, output) tokens, OpenAI's list prices; other models: the gpt-4o prices.
+MODEL_PRICES = {"gpt-4o": (2.50, 10.00), "gpt-4o-2024-05-13": (5.00, 15.00)}
 
 RESPONSE_FORMATS: tuple[str, ...] = ("auto", "json_schema", "json_object", "none")
 IMAGE_DETAILS: tuple[str, ...] = ("high", "low", "auto")
@@ -30,8 +38,8 @@ class JudgeConfig:
 
     # Endpoint. `base_url` selects any OpenAI-compatible server (e.g. a local vLLM at
     # http://127.0.0.1:8000/v1); with `azure=True` it is the Azure resource endpoint and `model` the
-    # deployment name.
-    model: str = "gpt-4o"
+    # deployment name. None: DEFAULT_MODEL of the protocol.
+    model: str | None = None
     base_url: str | None = None
     azure: bool = False
     azure_api_version: str | None = None  # default: $OPENAI_API_VERSION, else "2024-10-21"
@@ -49,6 +57,11 @@ class JudgeConfig:
     max_side: int | None = 512  # images are downscaled so their long side is at most this (None: as is)
     image_detail: str = "high"  # OpenAI image `detail`; "high" makes the dry-run estimate an upper bound
     prompts: str = "v1"  # a packaged prompt version, or a directory of prompt files (see prompts.py)
+    # "official": the requests of the official repository's gpt_eval/*.py, read from the clone at
+    # `official_repo`; they replace prompts, image size and detail, temperature, token limit and response
+    # format (official.py).
+    protocol: str = "project"
+    official_repo: str | None = None
     temperature: float | None = 0.0  # None: leave to the server (some models accept only the default)
     max_output_tokens: int = 300
     response_format: str = "auto"  # auto: JSON schema, falling back to json_object, then plain text
@@ -56,10 +69,21 @@ class JudgeConfig:
     # Bookkeeping.
     cache_path: str | None = None  # SQLite cache of finished requests (None: no persistent cache)
     retry_unparsed: bool = False  # re-send requests whose cached answer could not be parsed
-    price_input_per_m: float = 2.50  # USD per 1M input tokens (gpt-4o)
-    price_output_per_m: float = 10.00  # USD per 1M output tokens (gpt-4o)
+    price_input_per_m: float | None = None  # USD per 1M input tokens (None: MODEL_PRICES of the model)
+    price_output_per_m: float | None = None  # USD per 1M output tokens (None: MODEL_PRICES of the model)
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.protocol == "official" and not self.official_repo:
+            raise ValueError("the official protocol needs official_repo, a clone of the official repository")
+        if self.model is None:
+            object.__setattr__(self, "model", DEFAULT_MODEL[self.protocol])
+        prices = MODEL_PRICES.get(self.model, MODEL_PRICES["gpt-4o"])
+        if self.price_input_per_m is None:
+            object.__setattr__(self, "price_input_per_m", prices[0])
+        if self.price_output_per_m is None:
+            object.__setattr__(self, "price_output_per_m", prices[1])
         if not self.model:
             raise ValueError("model must be a non-empty name")
         if self.concurrency < 1:

@@ -79,3 +79,34 @@ def _encode(image: Image.Image, max_side: int | None) -> str:
     buffer = io.BytesIO()
     rgb.save(buffer, format="JPEG", quality=95)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def resized_base64(image: ImageInput, size: tuple[int, int], image_format: str, options: dict) -> str:
+    """base64 of the image as the official protocol sends it: RGB, resized to `size`, saved as `image_format`.
+
+    The resize uses Pillow's default filter for RGB images (bicubic), which is what the official eval.py
+    gets from `Image.resize(size)`; `options` are the extra `save` keywords (none: Pillow's defaults, e.g.
+    JPEG quality 75). EXIF orientation is applied to files.
+    """
+    if isinstance(image, Image.Image):
+        rgb = image.convert("RGB")
+    else:
+        with Image.open(image) as opened:
+            opened.load()
+            rgb = ImageOps.exif_transpose(opened).convert("RGB")
+    if rgb.size != tuple(size):
+        rgb = rgb.resize(tuple(size), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    rgb.save(buffer, format=image_format, **options)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def upright_size(image: ImageInput) -> tuple[int, int]:
+    """(width, height) with EXIF orientation applied, reading only the file header."""
+    if isinstance(image, Image.Image):
+        return image.size
+    with Image.open(image) as opened:
+        width, height = opened.size
+        if opened.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            return height, width
+        return width, height

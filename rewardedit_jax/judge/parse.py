@@ -12,9 +12,12 @@ Accepted keys (case-insensitive, spaces/dashes/underscores alike):
   `consistency`, `clarity`, `preserving`, `quality`, `verdict`);
 - failure points (label): `feedback`, `negative_prompt`, `failure_points`, `failures`, `issues`, `reason`.
 
-Scores may be integers or decimals, numbers or numeric strings ("4", "4.5", "4/5"). A score outside 0..5, a
-missing field or no object at all raises `ParseError`, which the judge records with the raw answer: unlike the
-official parser (which silently dropped integer scores), nothing is ever dropped.
+Scores may be integers or decimals ("4", "4.", "4.5", ".5"), numbers or strings, also as a fraction or in
+words ("4/5", "4 out of 5", "four"). In eval mode an answer with no braces at all may give its fields as
+`key: value` text ("Following: yes", "Score: 4/5", one per line or separated by ",", ";" or ". "). A
+score outside 0..5, a missing field or no object at all raises `ParseError`, which the judge records with the
+raw answer: unlike the official parser (a regex for `'score': <digits>.<digits>` and a case-sensitive "yes"
+substring, which drops integer, JSON-quoted and worded scores), nothing is ever dropped.
 """
 
 from __future__ import annotations
@@ -44,6 +47,17 @@ FEEDBACK_KEYS = ("feedback", "negative_prompt", "failure_points", "failures", "i
 _NO_FAILURE = {"", "none", "n/a", "na", "no", "nothing", "no failure points", "no failure point", "no issues"}
 
 _NUMBER = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?:/\s*5(?:\.0*)?)?\s*$")
+_NUMBER_WORDS = {"zero": 0.0, "one": 1.0, "two": 2.0, "three": 3.0, "four": 4.0, "five": 5.0}
+# A score given as text: a number or a number word, optionally "/5" or "out of 5" (or "five").
+_SCORE_TEXT = re.compile(
+    r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)|zero|one|two|three|four|five)"
+    r"\s*(?:(?:/|out\s+of)\s*(?:5(?:\.0*)?|five))?\s*$",
+    re.IGNORECASE,
+)
+# One `key: value` field of a plain-text answer, e.g. "**Score**: 4/5" or "- following = Yes."
+_TEXT_FIELD = re.compile(
+    r"^[\s\-*#>`\"']*([a-z][a-z _-]{0,30}?)[\s*`\"']*[:=][\s*`\"']*(.*?)[\s*`\"'.!]*$", re.IGNORECASE
+)
 
 
 class ParseError(ValueError):
@@ -80,7 +94,7 @@ def parse_label_answer(text: str | None) -> LabelAnswer:
 
 
 def parse_eval_answer(text: str | None) -> EvalAnswer:
-    fields = _normalised_fields(text)
+    fields = _normalised_fields(text, plain_text=True)
     score = _score(fields)
     key = _first_key(fields, ANSWER_KEYS)
     if key is None:
@@ -104,8 +118,11 @@ def extract_object(text: str | None) -> dict:
     raise ParseError("no JSON object or dict in the answer")
 
 
-def _normalised_fields(text: str | None) -> dict:
-    obj = extract_object(text)
+def _normalised_fields(text: str | None, plain_text: bool = False) -> dict:
+    if plain_text and text is not None and text.strip() and "{" not in text and "}" not in text:
+        obj = _text_fields(text)
+    else:
+        obj = extract_object(text)
     fields = {}
     for key, value in obj.items():
         norm = re.sub(r"[\s\-_]+", "_", str(key).strip().lower())
@@ -126,8 +143,9 @@ def _score(fields: dict) -> float:
         raise ParseError(f"score {value!r} is not a number")
     if isinstance(value, (int, float)):
         score = float(value)
-    elif isinstance(value, str) and (match := _NUMBER.match(value)):
-        score = float(match.group(1))
+    elif isinstance(value, str) and (match := _SCORE_TEXT.match(value)):
+        number = match.group(1).lower()
+        score = _NUMBER_WORDS[number] if number in _NUMBER_WORDS else float(number)
     else:
         raise ParseError(f"score {value!r} is not a number")
     if not math.isfinite(score) or not 0.0 <= score <= 5.0:
@@ -158,6 +176,24 @@ def _feedback(value) -> str:
     if text.lower().rstrip(".") in _NO_FAILURE:
         return "None"
     return text
+
+
+def _text_fields(text: str) -> dict:
+    """The `key: value` fields of a plain-text answer, keys among the score and yes/no names only."""
+    if len(text) > MAX_ANSWER_CHARS:
+        raise ParseError(f"answer longer than {MAX_ANSWER_CHARS} characters")
+    known = set(SCORE_KEYS) | set(ANSWER_KEYS)
+    fields: dict = {}
+    for segment in re.split(r"[\n;]|[,.]\s", text):
+        match = _TEXT_FIELD.match(segment)
+        if match is None:
+            continue
+        key = re.sub(r"[\s\-_]+", "_", match.group(1).strip().lower())
+        if key in known:
+            fields.setdefault(key, match.group(2).strip())
+    if not fields:
+        raise ParseError("no JSON object, dict or key: value fields in the answer")
+    return fields
 
 
 def _braced_spans(text: str):

@@ -107,6 +107,15 @@ class PromptSet:
                 templates[(mode, perspective)] = template
         return cls(version=version, digest=digest, system=files["system.txt"].strip(), templates=templates)
 
+    def prompt_sha256(self, mode: str, perspective: str) -> str:
+        """sha256 of one request's prompts: the system text and the template, NUL-separated."""
+        blob = self.system + "\0" + self.templates[(mode, perspective)].template
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def system_text(self, mode: str, perspective: str) -> str:
+        """The system text of a request (one for all requests of a version)."""
+        return self.system
+
     def uses_instruction(self, mode: str, perspective: str) -> bool:
         return _uses_instruction(self.templates[(mode, perspective)].template)
 

@@ -34,20 +34,27 @@ from rewardedit_jax.judge.client import (
     make_client,
 )
 from rewardedit_jax.judge.config import MODES, PERSPECTIVES, JudgeConfig
+from rewardedit_jax.judge.official import OfficialProtocol, official_size
 from rewardedit_jax.judge.parse import EvalAnswer, ParseError, parse_answer
-from rewardedit_jax.judge.prompts import PERSPECTIVE_IMAGES, PromptSet
+from rewardedit_jax.judge.prompts import PACKAGED_DIGESTS, PERSPECTIVE_IMAGES, PromptSet
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class EditItem:
-    """One edit to judge. `source` and `edited` are file paths or PIL images."""
+    """One edit to judge. `source` and `edited` are file paths or PIL images.
+
+    `sent_size` (official protocol only): the (width, height) both images are resized to before sending;
+    None: height 512 at the source image's aspect ratio. The evaluator passes the size computed from the
+    original photo, as the official eval.py does.
+    """
 
     id: str
     source: image_lib.ImageInput
     edited: image_lib.ImageInput
     instruction: str
+    sent_size: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +173,20 @@ class Judge:
     """
 
     def __init__(self, config: JudgeConfig, *, cache: AnswerCache | None = None, api_key: str | None = None):
+        self.official: OfficialProtocol | None = None
+        if config.protocol == "official":
+            # The official requests send no temperature and no response format; their timeout is kept.
+            self.official = OfficialProtocol.load(config.official_repo)
+            config = config.replace(
+                response_format="none",
+                temperature=None,
+                max_side=None,
+                timeout_s=self.official.timeout_s or config.timeout_s,
+            )
+            self.prompts: PromptSet | OfficialProtocol = self.official
+        else:
+            self.prompts = PromptSet.load(config.prompts)
         self.config = config
-        self.prompts = PromptSet.load(config.prompts)
         self._owns_cache = cache is None and config.cache_path is not None
         self.cache = (
             cache if cache is not None else (AnswerCache(config.cache_path) if self._owns_cache else None)
@@ -269,7 +288,8 @@ class Judge:
         )
         transport = self._get_transport()
         try:
-            completion = await transport.complete(messages, self._formats[mode])
+            sampling = self.official.sampling(perspective) if self.official is not None else None
+            completion = await transport.complete(messages, self._formats[mode], sampling)
         except RequestFailed as exc:
             return Judgment(perspective, failure=exc.reason)
         except (JudgeFatalError, asyncio.CancelledError):
@@ -329,22 +349,42 @@ class Judge:
 
     def _identities(self, item: EditItem, mode: str) -> dict[str, RequestIdentity]:
         hashes = {"source": self._image_hash(item.source), "edited": self._image_hash(item.edited)}
+        sent_size = self._official_size(item) if self.official is not None else None
         out = {}
         for perspective in PERSPECTIVES:
             uses_instruction = self.prompts.uses_instruction(mode, perspective)
+            # The official scripts insert the instruction verbatim; the project's prompts collapse spaces.
+            instruction = item.instruction
+            if self.official is None:
+                instruction = " ".join(instruction.split())
             out[perspective] = RequestIdentity(
                 model=self.config.model,
                 prompt_version=self.prompts.version,
                 mode=mode,
                 perspective=perspective,
                 image_hashes=tuple(hashes[role] for role in PERSPECTIVE_IMAGES[perspective]),
-                instruction=" ".join(item.instruction.split()) if uses_instruction else None,
+                instruction=instruction if uses_instruction else None,
                 max_side=self.config.max_side,
-                detail=self.config.image_detail,
+                detail="unset" if self.official is not None else self.config.image_detail,
+                sent_size=sent_size,
             )
         return out
 
+    def _official_size(self, item: EditItem) -> tuple[int, int]:
+        if item.sent_size is not None:
+            return (int(item.sent_size[0]), int(item.sent_size[1]))
+        return official_size(*image_lib.upright_size(item.source))
+
     def _data_urls(self, item: EditItem, roles: list[str]) -> dict[str, str]:
+        if self.official is not None:
+            size, protocol = self._official_size(item), self.official
+            return {
+                role: protocol.url_prefix
+                + image_lib.resized_base64(
+                    getattr(item, role), size, protocol.image_format, protocol.image_options
+                )
+                for role in roles
+            }
         return {role: image_lib.to_data_url(getattr(item, role), self.config.max_side) for role in roles}
 
     def plan(self, items: Sequence[EditItem], mode: str) -> Plan:
@@ -364,14 +404,19 @@ class Judge:
                 requests += 1
                 sizes = []
                 for role in PERSPECTIVE_IMAGES[perspective]:
+                    if identity.sent_size is not None:
+                        sizes.append(identity.sent_size)
+                        continue
                     image = getattr(item, role)
                     memo_key = os.fspath(image) if isinstance(image, (str, os.PathLike)) else id(image)
                     if memo_key not in size_memo:
                         size_memo[memo_key] = image_lib.sent_size(image, self.config.max_side)
                     sizes.append(size_memo[memo_key])
                 text = self.prompts.render(mode, perspective, item.instruction)
+                # The official requests send no image detail: the API default, auto, estimated as high.
+                detail = "high" if self.official is not None else self.config.image_detail
                 prompt_tokens += cost_lib.request_tokens(
-                    self.prompts.system, text, sizes, self.config.image_detail
+                    self.prompts.system_text(mode, perspective), text, sizes, detail
                 )
         completion_tokens = requests * cost_lib.ESTIMATED_OUTPUT_TOKENS[mode]
         estimate = cost_lib.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -388,6 +433,32 @@ class Judge:
 # --- convenience API ---------------------------------------------------------------------------------
 
 
+def protocol_metadata(config: JudgeConfig) -> dict:
+    """What a results file records about the judge's protocol: where the prompts come from, their version
+    and SHA-256 hashes (never their text), and the sampling and image settings of the requests.
+
+    Loads the prompts, so a missing or changed official file raises `OfficialRepoError` (a one-line
+    message naming the file).
+    """
+    if config.protocol == "official":
+        return OfficialProtocol.load(config.official_repo).metadata()
+    prompts = PromptSet.load(config.prompts)
+    source = config.prompts
+    if config.prompts in PACKAGED_DIGESTS:
+        source = f"rewardedit_jax/judge/prompts/{config.prompts}"
+    return {
+        "source": source,
+        "version": prompts.version,
+        "prompt_sha256": {p: prompts.prompt_sha256("eval", p) for p in PERSPECTIVES},
+        "sampling": {
+            "temperature": config.temperature,
+            "max_completion_tokens": config.max_output_tokens,
+            "response_format": config.response_format,
+        },
+        "images": {"max_side": config.max_side, "detail": config.image_detail},
+    }
+
+
 def as_edit_items(items: Iterable[EditItem | Mapping]) -> list[EditItem]:
     """EditItems from EditItems or mappings with source, edited, instruction and optionally id."""
     out = []
@@ -398,8 +469,15 @@ def as_edit_items(items: Iterable[EditItem | Mapping]) -> list[EditItem]:
         missing = [k for k in ("source", "edited", "instruction") if k not in item]
         if missing:
             raise ValueError(f"item {index} lacks {', '.join(missing)}")
+        sent_size = tuple(item["sent_size"]) if item.get("sent_size") is not None else None
         out.append(
-            EditItem(str(item.get("id", index)), item["source"], item["edited"], str(item["instruction"]))
+            EditItem(
+                str(item.get("id", index)),
+                item["source"],
+                item["edited"],
+                str(item["instruction"]),
+                sent_size,  # type: ignore[arg-type]
+            )
         )
     return out
 

@@ -17,7 +17,8 @@ from rewardedit_jax.models.layers import Dtype, ScopedChoice, linear
 
 _STATE = ScopedChoice("auto")
 IMPLEMENTATIONS = ("xla", "cudnn", "auto", "auto_padded")
-# cuDNN's fused attention takes key lengths in multiples of this (REFERENCE.md section 7: KV 77 refused).
+# cuDNN's fused attention takes key lengths in multiples of this
+# (docs/sources.md, "cuDNN attention limits": KV 77 refused).
 CUDNN_KEY_MULTIPLE = 64
 
 

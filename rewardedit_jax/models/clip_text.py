@@ -2,7 +2,7 @@
 
 It encodes the edit instruction (per-token hidden states, the U-Net's cross-attention context) and the
 joined feedback texts of the reward conditioning (the *pooled* output: the final-layer-norm hidden state
-at the end-of-text position; Gu et al. 2024, Sec. 3.3; REFERENCE.md section 2).
+at the end-of-text position; Gu et al. 2024, Sec. 3.3; docs/sources.md, "Text encoder and tokenizer").
 
 :class:`TextEncoderConfig` is read from a transformers ``text_encoder/config.json``; keys that would change
 the computation and are not modelled here are errors naming the key. Module attribute names mirror
@@ -25,6 +25,7 @@ from rewardedit_jax.models.layers import (
     ACTIVATIONS,
     Dtype,
     UnsupportedConfigError,
+    abstract_module,
     get_activation,
     layer_norm,
     linear,
@@ -296,5 +297,5 @@ def build_text_encoder(
     """Build a randomly initialised text encoder (or, with ``abstract``, one holding only shapes)."""
     cfg = config if isinstance(config, TextEncoderConfig) else TextEncoderConfig.from_transformers(config)
     if abstract:
-        return nnx.eval_shape(lambda: CLIPTextModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype))
+        return abstract_module(lambda: CLIPTextModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype))
     return CLIPTextModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype)

@@ -34,6 +34,32 @@ def logical(*names: str | None) -> dict:
     return {"out_sharding": tuple(names), "eager_sharding": False}
 
 
+@contextlib.contextmanager
+def _cheap_tracer_errors():
+    # Every RNG draw while tracing makes flax probe ``tracer.sharding``; jax answers with an
+    # AttributeError whose message walks the whole trace so far, which makes building an abstract
+    # model quadratic in its number of layers (minutes for a deep U-Net). The message is discarded
+    # (``getattr`` with a default), so it is skipped while an abstract model is built.
+    from jax._src.interpreters import partial_eval
+
+    tracer = getattr(partial_eval, "DynamicJaxprTracer", None)
+    original = getattr(tracer, "_origin_msg", None)
+    if original is None:
+        yield
+        return
+    tracer._origin_msg = lambda self: ""
+    try:
+        yield
+    finally:
+        tracer._origin_msg = original
+
+
+def abstract_module(build):
+    """``nnx.eval_shape(build)``: the module ``build()`` returns, holding only shapes and dtypes."""
+    with _cheap_tracer_errors():
+        return nnx.eval_shape(build)
+
+
 def linear(
     in_features: int,
     out_features: int,
@@ -195,8 +221,12 @@ def layer_norm(num_features: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = 
 
 
 def dropout(rate: float, *, rngs: nnx.Rngs) -> nnx.Dropout:
-    """Dropout that starts in inference mode (deterministic); ``model.train()`` switches it on."""
-    return nnx.Dropout(rate, deterministic=True, rngs=rngs)
+    """Dropout that starts in inference mode (deterministic); ``model.train()`` switches it on.
+
+    A zero rate (SD 1.5's U-Net and VAE) keeps no random stream: nothing would draw from it, and each one
+    forked while tracing an abstract model costs time that grows with the model (minutes for a deep one).
+    """
+    return nnx.Dropout(rate, deterministic=True, rngs=rngs if rate > 0 else None)
 
 
 def timestep_embedding(

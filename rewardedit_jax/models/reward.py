@@ -2,7 +2,7 @@
 
 Three reward scores ``r`` (instruction following, detail preserving, generation quality; 0..5) and the
 pooled text embedding ``f`` of the joined failure-point texts condition the U-Net twice
-(REFERENCE.md section 2):
+(official `Unet2DConditionModel.py`; docs/sources.md, "Reward-conditioned U-Net"):
 
 1. *Time embedding*: ``temb += add_embedding(sinusoid(r)) + text_linear2(f)``.
 2. *Latent cross-attention* after ``conv_in`` (``proj_deal`` + BERT-style layer ``ca``): the latent
@@ -62,6 +62,8 @@ class LatentProjection(nnx.Module):
 
 
 class _SelfAttentionProjections(nnx.Module):
+    """Query/key/value projections, column-parallel over heads like the U-Net's ``to_q``/``to_k``/``to_v``."""
+
     def __init__(self, dim: int, *, rngs: nnx.Rngs, dtype: Dtype):
         self.query = linear(dim, dim, axes=("embed", "heads"), rngs=rngs, dtype=dtype)
         self.key = linear(dim, dim, axes=("embed", "heads"), rngs=rngs, dtype=dtype)
@@ -69,10 +71,15 @@ class _SelfAttentionProjections(nnx.Module):
 
 
 class _DenseLayerNorm(nnx.Module):
-    """``dense`` then ``LayerNorm(dropout(dense(x)) + residual)`` (BERT's output sub-layer)."""
+    """``dense`` then ``LayerNorm(dropout(dense(x)) + residual)`` (BERT's output sub-layer).
 
-    def __init__(self, dim: int, eps: float, rate: float, *, rngs: nnx.Rngs, dtype: Dtype):
-        self.dense = linear(dim, dim, axes=("mlp", "embed"), rngs=rngs, dtype=dtype)
+    ``dense`` is row-parallel: its input axis is ``in_axis``, the output axis of the column-parallel layer
+    before it (``heads`` after the attention, ``mlp`` after the intermediate layer), so each tensor shard
+    multiplies its own slice of the input and one reduction gives the full-width output.
+    """
+
+    def __init__(self, dim: int, eps: float, rate: float, *, in_axis: str, rngs: nnx.Rngs, dtype: Dtype):
+        self.dense = linear(dim, dim, axes=(in_axis, "embed"), rngs=rngs, dtype=dtype)
         self.layer_norm = layer_norm(dim, eps, rngs=rngs, dtype=dtype)
         self.dropout = dropout(rate, rngs=rngs)
 
@@ -84,12 +91,14 @@ class _Attention(nnx.Module):
     def __init__(self, dim: int, cfg: RewardConfig, *, rngs: nnx.Rngs, dtype: Dtype):
         self.self_attn = _SelfAttentionProjections(dim, rngs=rngs, dtype=dtype)
         self.probs_dropout = dropout(cfg.dropout, rngs=rngs)
-        self.output = _DenseLayerNorm(dim, cfg.layer_norm_eps, cfg.dropout, rngs=rngs, dtype=dtype)
+        self.output = _DenseLayerNorm(
+            dim, cfg.layer_norm_eps, cfg.dropout, in_axis="heads", rngs=rngs, dtype=dtype
+        )
 
 
 class _Intermediate(nnx.Module):
     def __init__(self, dim: int, *, rngs: nnx.Rngs, dtype: Dtype):
-        self.dense = linear(dim, dim, rngs=rngs, dtype=dtype)
+        self.dense = linear(dim, dim, axes=("embed", "mlp"), rngs=rngs, dtype=dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return gelu_exact(self.dense(x))
@@ -104,7 +113,9 @@ class LatentCrossAttention(nnx.Module):
         self.num_heads = cfg.num_heads
         self.attention = _Attention(dim, cfg, rngs=rngs, dtype=dtype)
         self.hidden_intermediate = _Intermediate(dim, rngs=rngs, dtype=dtype)
-        self.output = _DenseLayerNorm(dim, cfg.layer_norm_eps, cfg.dropout, rngs=rngs, dtype=dtype)
+        self.output = _DenseLayerNorm(
+            dim, cfg.layer_norm_eps, cfg.dropout, in_axis="mlp", rngs=rngs, dtype=dtype
+        )
 
     def __call__(self, queries: jax.Array, tokens: jax.Array) -> jax.Array:
         b, lq, d = queries.shape

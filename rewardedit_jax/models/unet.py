@@ -1,5 +1,5 @@
 """The Stable Diffusion conditional U-Net in Flax NNX, with InstructPix2Pix input concatenation and the
-reward conditioning of Gu et al. 2024 (Fig. 3; REFERENCE.md section 2).
+reward conditioning of Gu et al. 2024 (Fig. 3; docs/sources.md, "Reward-conditioned U-Net").
 
 :class:`UNetConfig` is read from a diffusers ``unet/config.json`` (SD 1.x and SD 2.x families); any key
 this implementation does not model, set to a non-default value, is an error naming the key. The module
@@ -22,6 +22,7 @@ from rewardedit_jax.models.layers import (
     Dtype,
     TimestepEmbedding,
     UnsupportedConfigError,
+    abstract_module,
     conv2d,
     dropout,
     gelu_exact,
@@ -653,7 +654,7 @@ def build_unet(
     """Build a randomly initialised U-Net (or, with ``abstract``, one holding only shapes)."""
     cfg = config if isinstance(config, UNetConfig) else UNetConfig.from_diffusers(config)
     if abstract:
-        return nnx.eval_shape(lambda: UNet2DConditionModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype))
+        return abstract_module(lambda: UNet2DConditionModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype))
     return UNet2DConditionModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype)
 
 

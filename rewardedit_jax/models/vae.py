@@ -1,7 +1,8 @@
 """The Stable Diffusion VAE (``AutoencoderKL``, Rombach et al. 2022) in Flax NNX.
 
-The frozen autoencoder of the editing model (REFERENCE.md section 3): the edited image is encoded to a
-posterior *sample*, the source image to the posterior *mode*, and generated latents are decoded back to
+The frozen autoencoder of the editing model (docs/sources.md, "Training recipe"): the edited image is
+encoded to a posterior *sample*, the source image to the posterior *mode*, and generated latents are
+decoded back to
 pixels. :class:`VAEConfig` is read from a diffusers ``vae/config.json``; any key this implementation does
 not model, set to a non-default value, is an error naming the key. The module tree mirrors diffusers'
 ``AutoencoderKL`` attribute names (``encoder.down_blocks.0.resnets.0.conv1``,
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rewardedit_jax.models.attention import Attention
-from rewardedit_jax.models.layers import Dtype, UnsupportedConfigError, conv2d, group_norm
+from rewardedit_jax.models.layers import Dtype, UnsupportedConfigError, abstract_module, conv2d, group_norm
 from rewardedit_jax.models.unet import Downsample2D, ResnetBlock2D, Upsample2D
 
 DOWN_BLOCK_TYPE = "DownEncoderBlock2D"
@@ -430,5 +431,5 @@ def build_vae(
         return IdentityAutoencoder(IdentityConfig(int(config.get("in_channels", 3))), dtype=dtype)
     cfg = config if isinstance(config, VAEConfig) else VAEConfig.from_diffusers(config)
     if abstract:
-        return nnx.eval_shape(lambda: AutoencoderKL(cfg, rngs=nnx.Rngs(seed), dtype=dtype))
+        return abstract_module(lambda: AutoencoderKL(cfg, rngs=nnx.Rngs(seed), dtype=dtype))
     return AutoencoderKL(cfg, rngs=nnx.Rngs(seed), dtype=dtype)

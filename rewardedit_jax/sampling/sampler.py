@@ -1,6 +1,7 @@
 """Instruction-based image editing: InstructPix2Pix sampling with reward conditioning, in one jitted function.
 
-Implements the inference of Gu et al. 2024 (REFERENCE.md sections 2 and 4) on the Flax models of this
+Implements the inference of Gu et al. 2024 (docs/sources.md, "Reward-conditioned U-Net" and
+"Generation settings") on the Flax models of this
 package. For images ``x`` (B, H, W, 3) and instructions:
 
 1. ``source_latent`` = VAE posterior mode of ``x``, *not* scaled (the InstructPix2Pix convention);
@@ -30,7 +31,8 @@ package. For images ``x`` (B, H, W, 3) and instructions:
 The compiled function is cached per (batch, height, width, steps, guidance structure): guidance scales,
 seeds, texts and reward conditions are traced inputs and never recompile. ``EditSampler.compile_count``
 counts compilations. With a ``jax.sharding.Mesh`` the batch is sharded over its data axis and the model
-replicated.
+replicated; each device runs the unsharded program (``shard_map``) on its examples, so an edit comes out
+bit-identical to a one-device run with the same per-device batch (tested on CPU).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from rewardedit_jax.schedule import NoiseSchedule
 # scores and an empty feedback text.
 LOW_REWARD_SCORES = (0.0, 0.0, 0.0)
 LOW_REWARD_FEEDBACK = ""
-# Official generation settings (REFERENCE.md section 4).
+# Official generation settings (official `eval.py`; docs/sources.md, "Generation settings").
 DEFAULT_STEPS = 30
 DEFAULT_TEXT_GUIDANCE = 7.5
 DEFAULT_IMAGE_GUIDANCE = 1.5
@@ -309,6 +311,18 @@ class EditSampler:
         if compiled is None:
             start = time.perf_counter()
             run = self._sample_fn(structure, self.schedule(structure.num_steps))
+            if self.mesh is not None:
+                # Each device runs the unsharded program on its own examples: an edit is computed exactly as
+                # on one device with that per-device batch (no resharding inside, whatever XLA propagates).
+                batched, replicated = PartitionSpec(self.data_axis), PartitionSpec()
+                specs = {k: replicated if k == "empty_ids" else batched for k in inputs}
+                run = jax.shard_map(
+                    run,
+                    mesh=self.mesh,
+                    in_specs=(replicated, specs, replicated),
+                    out_specs=(batched, batched),
+                    check_vma=False,
+                )
             compiled = jax.jit(run).lower(self._state, inputs, scales).compile(self.compiler_options or None)
             self._compiled[structure] = compiled
             self.compile_count += 1
@@ -338,8 +352,9 @@ class EditSampler:
     ) -> SampleOutput:
         """Edit ``images`` ((B, H, W, 3) uint8, or float in [-1, 1]) following ``instructions``.
 
-        ``seed``: one integer for every example (as the official protocol seeds each edit with 42) or B
-        integers; an example's noise depends only on its own seed, never on the rest of the batch.
+        ``seed``: one integer for every example or B integers (``evaluate`` seeds edit i with 42 + i: the
+        official ``eval.py`` draws fresh noise for every edit from one generator seeded 42); an example's
+        noise depends only on its own seed, never on the rest of the batch.
         ``reward_scores`` (3 or (B, 3)) and ``feedback`` (one string or B) condition a reward model
         (default: best scores 5, 5, 5 and ``"None; None; None"``); they are an error for a stock model.
         ``reward_guidance`` (a scale, default off) adds the low-reward branch (``low_reward_scores``,
@@ -426,8 +441,9 @@ class EditSampler:
 def edit_size(width: int, height: int, resolution: int = DEFAULT_RESOLUTION) -> tuple[int, int]:
     """The (width, height) an input is fitted to: long side about ``resolution``, sides multiples of 64.
 
-    The InstructPix2Pix/Reward-Edit protocol (REFERENCE.md section 4): scale so the long side is
-    ``resolution``, round the short side *up* to a multiple of 64, then floor both sides to multiples of 64.
+    The InstructPix2Pix/Reward-Edit protocol (official `eval.py`; docs/sources.md, "Generation settings"):
+    scale so the long side is ``resolution``, round the short side *up* to a multiple of 64, then floor both
+    sides to multiples of 64.
     """
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive; got {width}x{height}")

@@ -1,7 +1,9 @@
 """One metrics writer: ``DIR/metrics.jsonl`` and TensorBoard scalars in ``DIR/tensorboard/``.
 
 The TensorBoard event file is written directly (TFRecord framing + the ``Event``/``Summary`` protobuf
-wire format for scalars), so training never imports TensorFlow. Only process 0 writes.
+wire format for scalars), so training never imports TensorFlow. Only process 0 writes. In a remote workdir
+(``gs://...``) both files are :class:`rewardedit_jax.io.AppendFile` objects: object stores cannot append, so
+each is rewritten whole at most every ``REMOTE_FLUSH_INTERVAL_S`` seconds and when training ends.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import socket
 import struct
 import time
 from collections.abc import Mapping
-from pathlib import Path
+
+from rewardedit_jax.io import AppendFile, makedirs, to_path
 
 _CRC_TABLE = []
 for _i in range(256):
@@ -76,11 +79,10 @@ def _record(data: bytes) -> bytes:
 
 
 class TensorBoardWriter:
-    def __init__(self, logdir: Path):
-        logdir = Path(logdir)
-        logdir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, logdir: str | os.PathLike):
+        logdir = makedirs(logdir)
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
-        self._file = open(logdir / name, "ab")
+        self._file = AppendFile(logdir / name)
         self._file.write(_record(file_version_event(time.time())))
         self._file.flush()
 
@@ -97,13 +99,12 @@ class TensorBoardWriter:
 class MetricsWriter:
     """``write(step, {name: value})`` appends a JSON line and TensorBoard scalars (process 0 only)."""
 
-    def __init__(self, workdir: Path, *, enabled: bool = True):
+    def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
         self.enabled = enabled
         if not enabled:
             return
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+        workdir = makedirs(workdir)
+        self._jsonl = AppendFile(workdir / "metrics.jsonl")
         self._tb = TensorBoardWriter(workdir / "tensorboard")
 
     def write(self, step: int, values: Mapping[str, float]) -> None:
@@ -120,8 +121,8 @@ class MetricsWriter:
             self._tb.close()
 
 
-def read_metrics(workdir: Path) -> list[dict]:
-    path = Path(workdir) / "metrics.jsonl"
+def read_metrics(workdir: str | os.PathLike) -> list[dict]:
+    path = to_path(workdir) / "metrics.jsonl"
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,4 +1,5 @@
-"""The jitted training step: InstructPix2Pix denoising loss with reward conditioning (REFERENCE.md section 3).
+"""The jitted training step: InstructPix2Pix denoising loss with reward conditioning
+(docs/sources.md, "Training recipe").
 
 A pure function ``train_step(state, batch, frozen) -> (state, metrics)`` over plain pytrees:
 

@@ -25,16 +25,18 @@ import numpy as np
 from flax import nnx
 
 from rewardedit_jax.convert import model_dir as model_dir_lib
+from rewardedit_jax.io import checkpoint_dir, makedirs, to_path
 from rewardedit_jax.schedule import PREDICTION_TYPES, NoiseSchedule, ScheduleError
+from rewardedit_jax.training import builder
+from rewardedit_jax.training import checkpoints as checkpoints_lib
 from rewardedit_jax.training import sharding as shard_lib
-from rewardedit_jax.training import step as step_lib
 from rewardedit_jax.training import workdir as workdir_lib
 from rewardedit_jax.training.metrics import MetricsWriter
 from rewardedit_jax.training.sharding import ConfigError
 
 log = logging.getLogger("rewardedit_jax.train")
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPES = builder.DTYPES
 
 
 class TrainingError(RuntimeError):
@@ -56,22 +58,30 @@ def _default_config() -> ml_collections.ConfigDict:
     return module.get_config()
 
 
-def check_config(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int, int]:
-    """Validate ``config`` against the default schema and the devices; returns the mesh shape."""
+def check_config(config: ml_collections.ConfigDict, devices) -> tuple[int, int, int]:
+    """Validate ``config`` against the default schema and ``devices`` (a list, or a count); returns the
+    mesh shape."""
     _check_keys(config, _default_config(), "config")
     if config.batch_size <= 0 or config.total_steps <= 0:
         raise ConfigError("config.batch_size and config.total_steps must be positive")
-    shape = shard_lib.mesh_shape(dict(config.mesh), num_devices)
+    shape = shard_lib.mesh_shape(dict(config.mesh), devices)
+    rules = dict(config.sharding_rules)
+    conv_axes = {rules.get("conv_in"), rules.get("conv_out")} - {None}
+    if len(conv_axes) == 2 and min(shape) > 1:
+        raise ConfigError(
+            f"config.sharding_rules split convolution kernels over {' and '.join(sorted(conv_axes))} on a "
+            f"mesh whose data, fsdp and tensor axes are all > 1 ({shape}): jax's SPMD partitioner computes "
+            "wrong gradients there (docs/scaling.md); map conv_in or conv_out to None"
+        )
     dp = shape[0] * shape[1]
     if config.batch_size % (dp * config.grad_accum_steps):
         raise ConfigError(
             f"config.batch_size={config.batch_size} is not divisible by data-parallel size {dp} x "
             f"grad_accum_steps {config.grad_accum_steps}"
         )
-    if config.batch_size % jax.process_count():
-        raise ConfigError(
-            f"config.batch_size={config.batch_size} is not divisible by {jax.process_count()} hosts"
-        )
+    hosts = jax.process_count() if isinstance(devices, int) else len({d.process_index for d in devices})
+    if config.batch_size % hosts:
+        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by {hosts} hosts")
     if config.compute_dtype not in DTYPES:
         raise ConfigError(
             f"config.compute_dtype must be one of {sorted(DTYPES)}, got {config.compute_dtype!r}"
@@ -101,17 +111,12 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> tuple[i
         )
     if not config.init_from and not config.model.unet:
         raise ConfigError("config.init_from is empty and config.model.unet gives no config for random init")
-    if config.init_from and not Path(config.init_from).exists():
+    if config.init_from and not to_path(config.init_from).exists():
         raise ConfigError(f"config.init_from: {config.init_from} does not exist")
     return shape
 
 
-def scheduler_overrides(config) -> dict:
-    """``config.model.scheduler`` and ``config.model.prediction_type`` (if set) as scheduler config keys."""
-    overrides = dict(config.model.scheduler.to_dict())
-    if config.model.prediction_type:
-        overrides["prediction_type"] = config.model.prediction_type
-    return overrides
+scheduler_overrides = builder.scheduler_overrides
 
 
 def _check_keys(config, reference, prefix: str) -> None:
@@ -146,18 +151,21 @@ def build_models(config, workdir: Path) -> TrainModels:
 
     compute = DTYPES[config.compute_dtype]
     model_path = workdir / workdir_lib.MODEL
-    if model_path.is_dir() and model_dir_lib.is_model_dir(model_path):
+    # The U-Net parameters of the workdir's model/ come from its checkpoints: a run killed before its first
+    # checkpoint starts again from the same models as the first start.
+    restart = checkpoints_lib.complete_steps(workdir / workdir_lib.CHECKPOINTS)
+    if restart and model_path.is_dir() and model_dir_lib.is_model_dir(model_path):
         return _load_model_dir(model_path, compute)
     if not config.init_from:
         models = _random_models(config, compute)
     elif workdir_lib.is_workdir(config.init_from):
-        models = _load_model_dir(Path(config.init_from) / workdir_lib.MODEL, compute)
+        models = _load_model_dir(to_path(config.init_from) / workdir_lib.MODEL, compute)
         step = workdir_lib.load_unet_params(config.init_from, models.unet, ema=config.init_from_ema)
         log.info("initialized the U-Net from %s step %d", config.init_from, step)
     else:
         p = pipeline_lib.load_pipeline(config.init_from, compute_dtype=compute)
         components, _ = pipeline_lib.layout_of(config.init_from)
-        src = Path(config.init_from)
+        src = to_path(config.init_from)
 
         def cfg_of(name):
             if model_dir_lib.is_model_dir(src):
@@ -336,7 +344,7 @@ def _data_iterator(config, tokenizer, seed: int):
 def check_dataset(config) -> None:
     """Fail early, with one line, when the dataset is not built."""
     if config.data.latent_cache:
-        if not (Path(config.data.latent_cache) / "cache_info.json").is_file():
+        if not (to_path(config.data.latent_cache) / "cache_info.json").is_file():
             raise ConfigError(f"config.data.latent_cache: {config.data.latent_cache} is not a latent cache")
         return
     from rewardedit_jax.data import pipeline as data_pipeline
@@ -352,53 +360,22 @@ def check_dataset(config) -> None:
         ) from None
 
 
-def _batch_keys(reward: bool, latent: bool) -> tuple[str, ...]:
-    if latent:
-        keys = step_lib.LATENT_KEYS + (("feedback_pooled", "reward_scores") if reward else ())
-    else:
-        keys = step_lib.IMAGE_KEYS + (("feedback_input_ids", "reward_scores") if reward else ())
-    return keys
-
-
-def to_global(tree, shardings):
-    """Place host values (identical on every host) as global arrays with ``shardings`` (multi-host safe)."""
-
-    def put(x, sharding):
-        if x is None:
-            return None
-        if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key):
-            impl = jax.random.key_impl(x)
-            return jax.random.wrap_key_data(put(jax.random.key_data(x), sharding), impl=impl)
-        host = np.asarray(jax.device_get(x))
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-    return jax.tree.map(put, tree, shardings)
-
-
-def _abstract(tree, shardings):
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Train per ``config`` in ``workdir`` (resuming if it holds a checkpoint).
 
     Returns the last logged metrics, ``step``, ``compile_s`` and the final train ``state`` (global arrays).
     """
-    import grain
-    import orbax.checkpoint as ocp
-
-    from rewardedit_jax.models.attention import attention_implementation
-
-    workdir = Path(workdir).absolute()
-    check_config(config, jax.device_count())
+    workdir = checkpoint_dir(workdir)  # absolute; local or gs:// (Orbax), in a bucket that exists
+    check_config(config, jax.devices())
     check_dataset(config)
     mesh = shard_lib.make_mesh(dict(config.mesh))
+    mesh_plan = shard_lib.plan_mesh(dict(config.mesh), jax.devices())
     is_main = jax.process_index() == 0
     models = build_models(config, workdir)
     # What the model learns (prediction type, noise schedule), so samplers and exports must know it.
     models.scheduler_config = dict(models.scheduler_config, **scheduler_overrides(config))
     if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        makedirs(workdir)
         if not model_dir_lib.is_model_dir(workdir / workdir_lib.MODEL):
             write_model_dir(models, workdir / workdir_lib.MODEL)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -408,100 +385,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         multihost_utils.sync_global_devices("rewardedit_jax.model_dir")
 
     schedule = NoiseSchedule.from_scheduler_config(models.scheduler_config)
-    reward = config.reward.enabled
-    step_cfg = _step_config(config, schedule, float(models.vae.scaling_factor))
-    models.unet.remat = config.remat == "blocks"
-    unet_g, params, unet_rngs = nnx.split(models.unet, nnx.Param, ...)
-    vae_g, vae_state = nnx.split(models.vae)
-    te_g, te_state = nnx.split(models.text_encoder)
-    graphs = step_lib.Models(unet_g, vae_g, te_g)
-    empty_ids = jnp.asarray(models.tokenizer([""]))
-    empty_embeds = models.text_encoder(empty_ids)[0][0]
-    rules = dict(config.sharding_rules)
-    rep = shard_lib.replicated(mesh)
-    frozen = {
-        "vae": vae_state,
-        "text_encoder": te_state,
-        "empty_embeds": empty_embeds,
-        "unet_rngs": unet_rngs,
-    }
-    frozen_sh = jax.tree.map(lambda _: rep, frozen)
-    frozen = to_global(frozen, frozen_sh)
-
-    optimizer = step_lib.make_optimizer(config)
-    lr_schedule = step_lib.learning_rate_schedule(config)
-    params_sh = shard_lib.param_shardings(params, rules, mesh)
-    params = to_global(params, params_sh)
-    opt_sh = optimizer_shardings(jax.eval_shape(optimizer.init, params), params, params_sh, rep)
-    opt_state = jax.jit(optimizer.init, out_shardings=opt_sh)(params)
-    state = {
-        "step": to_global(np.zeros((), np.int32), rep),
-        "params": params,
-        "opt_state": opt_state,
-        "ema": jax.tree.map(jnp.copy, params) if config.ema.enabled else None,
-        "rng": to_global(jax.random.key_data(jax.random.key(config.seed)), rep),
-    }
-    state_sh = _state_shardings(config, params_sh, opt_sh, rep)
+    latent = bool(config.data.latent_cache)
+    components = builder.Components(models.unet, models.vae, models.text_encoder)
+    train_step = builder.build_train_step(config, mesh, components, schedule=schedule, latent=latent)
+    empty_embeds = models.text_encoder(jnp.asarray(models.tokenizer([""])))[0][0]
+    unet_rngs = nnx.split(models.unet, nnx.Param, ...)[2]
+    frozen = train_step.place_frozen(
+        {
+            "vae": nnx.state(models.vae),
+            "text_encoder": nnx.state(models.text_encoder),
+            "empty_embeds": empty_embeds,
+            "unet_rngs": unet_rngs,
+        }
+    )
+    state = train_step.init_state(nnx.state(models.unet, nnx.Param), config.seed)
+    state_sh = train_step.state_shardings
+    if is_main:
+        log.info("%s; %s", mesh_plan.describe(), builder.describe_batch(config, mesh))
 
     data = _data_iterator(config, models.tokenizer, config.seed)
-    ckpt_dir = workdir / workdir_lib.CHECKPOINTS
-    manager = ocp.CheckpointManager(
-        ckpt_dir,
-        item_names=("state", "data"),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.keep_checkpoints,
-            enable_async_checkpointing=config.async_checkpointing,
-            create=True,
-        ),
-    )
-    start = manager.latest_step()
-    if start is not None:
-        target = workdir_lib.flatten_state(_abstract(state, state_sh))
-        restored = manager.restore(
-            start,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(data)
-            ),
-        )
-        state = workdir_lib.unflatten_state(state, restored["state"])
-        log.info("resumed from %s at step %d", ckpt_dir, start)
+    manager = checkpoints_lib.open_manager(workdir / workdir_lib.CHECKPOINTS, config)
+    target = workdir_lib.flatten_state(builder.with_shardings(state, state_sh))
+    start, restored = checkpoints_lib.restore_newest(manager, target, data)
+    if restored is not None:
+        state = workdir_lib.unflatten_state(state, restored)
     start = int(start or 0)
-    layout = shard_lib.resolve_state_layout(config.state_layout)
-    state_fmt = shard_lib.state_formats(state_sh, state, layout)
-    if layout != "default":
-        state = shard_lib.relayout(state, state_fmt)
+    if train_step.layout != "default":
+        state = shard_lib.relayout(state, train_step.state_formats)
         if is_main:
-            log.info("train state layout: %s (4-D kernels (O, H, W, I)-major in device memory)", layout)
+            log.info(
+                "train state layout: %s (4-D kernels (O, H, W, I)-major in device memory)", train_step.layout
+            )
 
-    latent = bool(config.data.latent_cache)
-    keys = _batch_keys(reward, latent)
-    batch_sh = shard_lib.batch_sharding(mesh)
-
-    order_file = open(workdir / "data_order.jsonl", "a") if (config.log_data_order and is_main) else None
+    log_order = config.log_data_order and is_main
+    order_file = workdir_lib.DataOrderLog(workdir, start, config.total_steps) if log_order else None
 
     def next_batch():
         local = next(data)
         if order_file is not None:
             order_file.write(json.dumps([int(i) for i in np.asarray(local["record_index"]).ravel()]) + "\n")
             order_file.flush()
-        missing = [k for k in keys if k not in local]
-        if missing:
-            raise ConfigError(
-                f"config.data.name: the batches lack {missing} (reward.enabled needs a dataset with rewards)"
-            )
-        return {k: jax.make_array_from_process_local_data(batch_sh, np.asarray(local[k])) for k in keys}
+        train_step.check_batch(local)
+        return train_step.place_batch(local)
 
     batch = next_batch()
-    train_step = step_lib.make_train_step(graphs, step_cfg, optimizer, lr_schedule)
-    jitted = jax.jit(
-        train_step,
-        in_shardings=(state_fmt, jax.tree.map(lambda _: batch_sh, batch), frozen_sh),
-        out_shardings=(state_fmt, rep),
-        donate_argnums=(0,),
-    )
     t0 = time.perf_counter()
-    with attention_implementation(config.attention):
-        compiled = jitted.lower(state, batch, frozen).compile()
+    compiled = train_step.compile()
     compile_s = time.perf_counter() - t0
     flops = _flops(compiled)
     if is_main:
@@ -551,13 +480,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         )
                     window_start, window_steps = time.perf_counter(), 0
                 if save_now or stop:
-                    manager.save(
-                        step,
-                        args=ocp.args.Composite(
-                            state=ocp.args.StandardSave(workdir_lib.flatten_state(state)),
-                            data=grain.checkpoint.CheckpointSave(data),
-                        ),
-                    )
+                    checkpoints_lib.save(manager, step, workdir_lib.flatten_state(state), data)
                 if stop:
                     log.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
                     break
@@ -599,112 +522,5 @@ def compile_abstract(config: ml_collections.ConfigDict, *, mesh=None):
     Uses the architecture in ``config.model.*`` and the batch shapes the config implies, so the real
     configuration is known to be consistent before any expensive setup. Returns the compiled step.
     """
-    from rewardedit_jax.models.attention import attention_implementation
-    from rewardedit_jax.models.clip_text import build_text_encoder
-    from rewardedit_jax.models.reward import RewardConfig
-    from rewardedit_jax.models.unet import UNetConfig, build_unet
-    from rewardedit_jax.models.vae import build_vae
-
-    check_config(config, jax.device_count())
-    mesh = mesh or shard_lib.make_mesh(dict(config.mesh))
-    compute = DTYPES[config.compute_dtype]
-    reward = config.reward.enabled
-    unet_cfg = UNetConfig.from_diffusers(
-        dict(config.model.unet.to_dict(), in_channels=config.model.in_channels),
-        reward=RewardConfig(dropout=config.reward.dropout) if reward else None,
-    )
-    unet = build_unet(unet_cfg, dtype=compute, abstract=True)
-    unet.remat = config.remat == "blocks"
-    vae = build_vae(config.model.vae.to_dict(), dtype=compute, abstract=True)
-    text_encoder = build_text_encoder(config.model.text_encoder.to_dict(), dtype=compute, abstract=True)
-    unet_g, params, unet_rngs = nnx.split(unet, nnx.Param, ...)
-    vae_g, vae_state = nnx.split(vae)
-    te_g, te_state = nnx.split(text_encoder)
-    rep = shard_lib.replicated(mesh)
-    rules = dict(config.sharding_rules)
-    params_sh = shard_lib.param_shardings(params, rules, mesh)
-    optimizer = step_lib.make_optimizer(config)
-    opt_abstract = jax.eval_shape(optimizer.init, params)
-    opt_sh = optimizer_shardings(opt_abstract, params, params_sh, rep)
-    d = text_encoder.config.hidden_size
-    frozen = {
-        "vae": vae_state,
-        "text_encoder": te_state,
-        "empty_embeds": jax.ShapeDtypeStruct((77, d), compute),
-        "unet_rngs": unet_rngs,
-    }
-    state = {
-        "step": jax.ShapeDtypeStruct((), jnp.int32),
-        "params": params,
-        "opt_state": opt_abstract,
-        "ema": params if config.ema.enabled else None,
-        "rng": jax.ShapeDtypeStruct((2,), jnp.uint32),
-    }
-    state_sh = _state_shardings(config, params_sh, opt_sh, rep)
-    b, r = config.batch_size, config.data.resolution
-    batch = {
-        "source_image": jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32),
-        "edited_image": jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32),
-        "input_ids": jax.ShapeDtypeStruct((b, 77), jnp.int32),
-    }
-    if reward:
-        batch["feedback_input_ids"] = jax.ShapeDtypeStruct((b, 77), jnp.int32)
-        batch["reward_scores"] = jax.ShapeDtypeStruct((b, 3), jnp.float32)
-    step_cfg = _step_config(config, NoiseSchedule.sd15(), float(vae.scaling_factor))
-    train_step = step_lib.make_train_step(
-        step_lib.Models(unet_g, vae_g, te_g), step_cfg, optimizer, step_lib.learning_rate_schedule(config)
-    )
-    batch_sh = shard_lib.batch_sharding(mesh)
-    state_fmt = shard_lib.state_formats(state_sh, state, shard_lib.resolve_state_layout(config.state_layout))
-    frozen_sh = jax.tree.map(lambda _: rep, frozen)
-    jitted = jax.jit(
-        train_step,
-        in_shardings=(state_fmt, jax.tree.map(lambda _: batch_sh, batch), frozen_sh),
-        out_shardings=(state_fmt, rep),
-        donate_argnums=(0,),
-    )
-    with attention_implementation(config.attention):
-        return jitted.lower(state, batch, frozen).compile()
-
-
-def _step_config(config, schedule: NoiseSchedule, scaling_factor: float) -> step_lib.StepConfig:
-    """The train step's settings from ``config`` (the noise schedule and VAE scaling come from the model)."""
-    return step_lib.StepConfig(
-        schedule=schedule,
-        scaling_factor=scaling_factor,
-        cfg_dropout_prob=config.cfg_dropout_prob,
-        reward=config.reward.enabled,
-        grad_accum_steps=config.grad_accum_steps,
-        ema_max_decay=config.ema.max_decay if config.ema.enabled else None,
-        compute_dtype=DTYPES[config.compute_dtype],
-        high_noise_fraction=config.timesteps.high_noise_fraction,
-        high_noise_from=config.timesteps.high_noise_from,
-    )
-
-
-def _state_shardings(config, params_sh, opt_sh, rep) -> dict:
-    """Shardings of the train state ``{step, params, opt_state, ema, rng}``."""
-    return {
-        "step": rep,
-        "params": params_sh,
-        "opt_state": opt_sh,
-        "ema": params_sh if config.ema.enabled else None,
-        "rng": rep,
-    }
-
-
-def optimizer_shardings(opt_state, params, params_sh, rep):
-    """Optimizer-state shardings: every subtree shaped like the parameters (Adam's moments) follows the
-    parameter shardings; everything else (step counts) is replicated."""
-    params_def = jax.tree.structure(params)
-
-    def rec(x):
-        if jax.tree.structure(x) == params_def:
-            return params_sh
-        if isinstance(x, tuple) and hasattr(x, "_fields"):
-            return type(x)(*(rec(v) for v in x))
-        if isinstance(x, (tuple, list)):
-            return type(x)(rec(v) for v in x)
-        return jax.tree.map(lambda _: rep, x)
-
-    return rec(opt_state)
+    check_config(config, list(mesh.devices.flat) if mesh is not None else jax.devices())
+    return builder.abstract_train_step(config, mesh or shard_lib.make_mesh(dict(config.mesh))).compile()

@@ -4,8 +4,9 @@
     DIR/model/             a Flax model directory of the frozen components (vae, text_encoder, tokenizer,
                            scheduler) and the U-Net's config; the U-Net parameters live in checkpoints
     DIR/checkpoints/<N>/   Orbax checkpoints: train state (parameters, optimizer, EMA, step, RNG) and the
-                           data-iterator state
-    DIR/metrics.jsonl, DIR/tensorboard/
+                           data-iterator state; damaged ones the trainer resumed past are kept as
+                           <N>.corrupt/ (:mod:`rewardedit_jax.training.checkpoints`)
+    DIR/metrics.jsonl, DIR/tensorboard/, DIR/data_order.jsonl (``config.log_data_order``)
 
 ``convert export DIR OUT`` and every command taking ``--model`` accept a workdir (EMA weights by default).
 """
@@ -14,20 +15,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
+import os
 
 import jax
 import numpy as np
 from flax import nnx
 
 from rewardedit_jax.convert.weights import ConversionError
+from rewardedit_jax.io import AppendFile, PathError, atomic_write_bytes, checkpoint_dir, read_bytes, to_path
+from rewardedit_jax.training import checkpoints
 
 MODEL = "model"
 CHECKPOINTS = "checkpoints"
+READ_ITEMS = ("state",)  # what commands reading a workdir restore from a checkpoint (not the data state)
 
 
-def is_workdir(path: str | Path) -> bool:
-    path = Path(path)
+def is_workdir(path: str | os.PathLike) -> bool:
+    path = to_path(path)
     return (path / MODEL / "rewardedit_model.json").is_file() and (path / CHECKPOINTS).is_dir()
 
 
@@ -52,10 +56,13 @@ def _key(entry) -> str:
     return str(entry)
 
 
-def latest_step(workdir: Path) -> int | None:
-    ckpt = Path(workdir) / CHECKPOINTS
-    steps = [int(p.name) for p in ckpt.iterdir() if p.is_dir() and p.name.isdigit()] if ckpt.is_dir() else []
-    return max(steps) if steps else None
+def latest_step(workdir: str | os.PathLike) -> int | None:
+    """The newest checkpoint step of ``workdir`` whose folder is intact (damaged newer ones are skipped with
+    a warning, :mod:`rewardedit_jax.training.checkpoints`); None if it has no intact checkpoint."""
+    try:
+        return checkpoints.newest_intact_step(to_path(workdir) / CHECKPOINTS, READ_ITEMS)
+    except checkpoints.CheckpointError:  # loading the model says why, naming each checkpoint
+        return None
 
 
 class _ItemMetadataWarningFilter(logging.Filter):
@@ -80,22 +87,41 @@ def _quiet_item_metadata():
         logger.removeFilter(quiet)
 
 
-def load_unet_params(workdir: Path, unet, *, ema: bool = True, step: int | None = None) -> int:
-    """Load the U-Net parameters of checkpoint ``step`` (default: latest) into ``unet``; returns the step."""
+def load_unet_params(workdir: str | os.PathLike, unet, *, ema: bool = True, step: int | None = None) -> int:
+    """Load the U-Net parameters of checkpoint ``step`` into ``unet``; returns the step.
+
+    Default: the newest checkpoint that restores, damaged newer ones skipped with a warning.
+    """
     with _quiet_item_metadata():
         return _load_unet_params(workdir, unet, ema=ema, step=step)
 
 
-def _load_unet_params(workdir: Path, unet, *, ema: bool, step: int | None) -> int:
+def _load_unet_params(workdir: str | os.PathLike, unet, *, ema: bool, step: int | None) -> int:
+    try:
+        workdir = checkpoint_dir(workdir)
+    except PathError as e:
+        raise ConversionError(str(e)) from None
+    ckpt_dir = workdir / CHECKPOINTS
+
+    def restore(step: int) -> None:
+        _restore_unet_params(ckpt_dir / str(step) / "state", unet, ema=ema)
+
+    if step is not None:
+        checkpoints.restore_step(ckpt_dir, step, READ_ITEMS, restore)
+        return step
+    found = checkpoints.newest_restorable(ckpt_dir, READ_ITEMS, restore)
+    if found is None:
+        raise ConversionError(f"{workdir}: the training workdir has no checkpoint yet")
+    return found[0]
+
+
+def _restore_unet_params(item, unet, *, ema: bool) -> None:
     import orbax.checkpoint as ocp
 
-    workdir = Path(workdir).absolute()
-    step = latest_step(workdir) if step is None else step
-    if step is None:
-        raise ConversionError(f"{workdir}: the training workdir has no checkpoint yet")
-    item = workdir / CHECKPOINTS / str(step) / "state"
     with ocp.StandardCheckpointer() as ckptr:
         stored = ckptr.metadata(item)
+        if getattr(stored, "item_metadata", True) is None:  # Orbax logged why and returned none
+            raise ValueError("Orbax cannot read the metadata of the checkpoint's arrays")
         tree = getattr(getattr(stored, "item_metadata", stored), "tree", None) or dict(stored)
         names = set(tree)
     prefix = "ema." if ema and any(k.startswith("ema.") for k in names) else "params."
@@ -111,4 +137,38 @@ def _load_unet_params(workdir: Path, unet, *, ema: bool, step: int | None) -> in
         )
     values = unflatten_state(params, {k[len(prefix) :]: np.asarray(v) for k, v in restored.items()})
     nnx.update(unet, values)
-    return step
+
+
+class DataOrderLog:
+    """``DIR/data_order.jsonl`` (``config.log_data_order``, for debugging): line *i* lists the example
+    indices of the batch of step *i*.
+
+    A run starting at step ``start`` keeps the first ``start`` lines only: a killed run may have written
+    lines for steps after its last checkpoint, which the resumed run trains on again with the batches it
+    logs anew. Batches fetched after step ``total_steps`` (never trained on) are not logged. ``write``
+    takes one line.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, start: int, total_steps: int):
+        path = to_path(workdir) / "data_order.jsonl"
+        if path.is_file():
+            content = read_bytes(path)
+            lines = content.splitlines(keepends=True)[:start]
+            if lines and not lines[-1].endswith(b"\n"):  # cut off mid-write
+                lines.pop()
+            kept = b"".join(lines)
+            if kept != content:
+                atomic_write_bytes(path, kept)
+        self._file = AppendFile(path)
+        self._lines, self._total = start, total_steps
+
+    def write(self, line: str) -> None:
+        if self._lines < self._total:
+            self._file.write(line)
+            self._lines += 1
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,4 +1,5 @@
-"""One process of the 2-process JAX CPU test (REFERENCE.md section 6): reads its shard, builds global arrays.
+"""One process of the 2-process JAX CPU test (docs/sources.md, "Multi-process JAX on one CPU machine"):
+reads its shard, builds global arrays.
 
 Usage: python multiprocess_shards_worker.py PROCESS_ID PORT DATA_DIR OUT_JSON
 """

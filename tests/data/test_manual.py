@@ -156,23 +156,117 @@ def test_instruct_pix2pix_from_parquet_keys_rows_by_index(tmp_path):
     assert sorted(examples) == ["0", "1", "2"] and summary["kept"] == 3
 
 
-def test_real_edit_fixture_gives_exact_counts(tmp_path):
+def real_edit(manual_dir, **kwargs):
+    return run(lambda d, s: manual.real_edit_examples(d, s, **kwargs), manual_dir)
+
+
+def test_real_edit_fixture_is_the_benchmark_layout(tmp_path):
     expected = fixtures.write_real_edit_dummy_data(tmp_path)
-    examples, summary = run(lambda d, s: manual.real_edit_examples(d, s), tmp_path)
-    assert counts(summary) == expected
+    examples, summary = real_edit(tmp_path)
+    assert counts(summary) == expected == {"kept": 560, "skipped": {}}
+    assert len(examples) == manual.REAL_EDIT_EDITS == 80 * 7
     assert examples["0.jpg/4"] == {
         "image_id": "0.jpg",
         "image": (tmp_path / "Real-Edit" / "0.jpg").read_bytes(),
         "instruction": "background edit of the photo",
         "edit_type": "Background",
     }
-    assert {e["edit_type"] for e in examples.values()} == set(manual.REAL_EDIT_TYPES)
+    assert summary["expected"] == "80 images x 7 edit types"
+    for i in range(80):
+        assert [examples[f"{i}.jpg/{j}"]["edit_type"] for j in range(7)] == list(manual.REAL_EDIT_TYPES)
+
+
+def test_real_edit_skips_are_counted_with_the_layout_check_off(tmp_path):
+    expected = fixtures.write_real_edit_defective_data(tmp_path)
+    examples, summary = real_edit(tmp_path, expected_images=None)
+    assert counts(summary) == expected
+    assert sorted(examples) == [f"0.jpg/{i}" for i in range(7)] + [f"1.jpg/{i}" for i in (0, 1, 2, 4, 5, 6)]
+    assert "expected" not in summary
+
+
+def test_real_edit_defective_data_fails_naming_what_differs(tmp_path):
+    fixtures.write_real_edit_defective_data(tmp_path)
+    with pytest.raises(ManualDataError) as error:
+        real_edit(tmp_path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message == (
+        f"{tmp_path / 'real_edit_instruct.json'}: Real-Edit is 80 images x 7 edit types = 560 edits, "
+        "but this data gives 13 edits: 4 images, not 80; 1.jpg misses Texture (unknown_edit_type); "
+        "2.jpg misses every edit type (unreadable_image); 3.jpg misses every edit type (missing_image); "
+        "unexpected edit types 'Lighting' (1.jpg/3); "
+        "skipped missing_image 1, unknown_edit_type 1, unreadable_image 2"
+    )
+
+
+def _edit_json(root, change):
+    path = root / manual.REAL_EDIT_FILE
+    instructions = json.loads(path.read_text())
+    change(instructions)
+    path.write_text(json.dumps(instructions))
+
+
+def _drop_style(instructions):
+    instructions["5.jpg"] = instructions["5.jpg"][:6]
+
+
+def _repeat_local(instructions):
+    instructions["6.jpg"].append("Local. Instruction: make the cup blue")
+
+
+def _relabel_texture(instructions):
+    instructions["7.jpg"][3] = "Lighting. Instruction: make it brighter"
+
+
+def _drop_image(instructions):
+    del instructions["79.jpg"]
+
+
+def _extra_image(instructions):
+    instructions["80.jpg"] = fixtures.real_edit_instructions()
+
+
+def _drop_style_everywhere(instructions):
+    for i in range(10):
+        instructions[f"{i}.jpg"] = instructions[f"{i}.jpg"][:6]
+
+
+@pytest.mark.parametrize(
+    "change, kept, named",
+    [
+        (_drop_style, 559, "5.jpg misses Style"),
+        (_repeat_local, 561, "6.jpg has Local more than once"),
+        (
+            _relabel_texture,
+            559,
+            "7.jpg misses Texture (unknown_edit_type); unexpected edit types 'Lighting' (7.jpg/3); "
+            "skipped unknown_edit_type 1",
+        ),
+        (_drop_image, 553, "but this data gives 553 edits: 79 images, not 80"),
+        (_extra_image, 560, "80.jpg misses every edit type (missing_image)"),
+        (
+            _drop_style_everywhere,
+            550,
+            "0.jpg misses Style; 1.jpg misses Style; 2.jpg misses Style; 3.jpg misses Style; "
+            "4.jpg misses Style; 5.jpg misses Style; 6.jpg misses Style; 7.jpg misses Style; "
+            "... and 2 more images",
+        ),
+    ],
+)
+def test_real_edit_layout_errors_name_the_difference(tmp_path, change, kept, named):
+    fixtures.write_real_edit_dummy_data(tmp_path)
+    _edit_json(tmp_path, change)
+    with pytest.raises(ManualDataError, match=f"gives {kept} edits: ") as error:
+        real_edit(tmp_path)
+    assert named in str(error.value) and "\n" not in str(error.value)
+    if change is _extra_image:
+        assert "81 images, not 80" in str(error.value)
 
 
 def test_real_edit_files_may_sit_in_one_subfolder(tmp_path):
     fixtures.write_real_edit_dummy_data(tmp_path / "RewardEdit20K")
-    examples, summary = run(lambda d, s: manual.real_edit_examples(d, s), tmp_path)
-    assert summary["kept"] == 13 and summary["images_dir"] == "RewardEdit20K/Real-Edit"
+    examples, summary = real_edit(tmp_path)
+    assert summary["kept"] == 560 and summary["images_dir"] == "RewardEdit20K/Real-Edit"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Builds that must fail with a clear message: malformed JSON, nothing kept, no image source."""
+"""Builds that must fail with a clear message: malformed JSON, nothing kept, no image source, Real-Edit
+that is not 80 photos x 7 edit types."""
 
 import json
 
@@ -44,3 +45,16 @@ def test_malformed_real_edit_json_fails(tmp_path):
     (tmp_path / "manual" / "real_edit_instruct.json").write_text("not json")
     with pytest.raises(ManualDataError, match="real_edit_instruct.json is not valid JSON"):
         build(real_edit_dataset_builder.Builder, tmp_path / "manual", tmp_path / "data")
+
+
+def test_real_edit_build_fails_unless_it_is_80_images_x_7_edit_types(tmp_path):
+    fixtures.write_real_edit_dummy_data(tmp_path / "manual")
+    path = tmp_path / "manual" / "real_edit_instruct.json"
+    instructions = json.loads(path.read_text())
+    instructions["12.jpg"].remove("Add. Instruction: add edit of the photo")
+    path.write_text(json.dumps(instructions))
+    with pytest.raises(
+        ManualDataError, match=r"= 560 edits, but this data gives 559 edits: 12.jpg misses Add$"
+    ):
+        build(real_edit_dataset_builder.Builder, tmp_path / "manual", tmp_path / "data")
+    assert not list((tmp_path / "data").glob("real_edit/*/dataset_info.json"))  # nothing half-built

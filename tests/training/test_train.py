@@ -73,6 +73,7 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(stage1, tmp_path, tin
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     assert "SIGTERM" in err and "train state layout: conv_ohwi" in err
+    assert "mesh data=1 fsdp=1 tensor=1 over 1 devices; global batch 8, per device 8" in err
     stopped_at = max(int(p.name) for p in (workdir_b / "checkpoints").iterdir())
     assert 3 <= stopped_at < 8
     second = run_cli(workdir_b, overrides, env=cpu_env(1))
@@ -349,8 +350,8 @@ def test_full_size_sd15_reward_config_compiles_ahead_of_time_from_abstract_shape
     compiled = trainer.compile_abstract(config)
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    # About 0.54 TFLOP per image at 256px for the SD 1.5 U-Net train step (REFERENCE.md section 7), plus
-    # the frozen VAE encoder and text encoder.
+    # About 0.54 TFLOP per image at 256px for the SD 1.5 U-Net train step
+    # (docs/sources.md, "Peer performance numbers"), plus the frozen VAE encoder and text encoder.
     assert 0.8e12 < analysis["flops"] < 3e12
 
 

@@ -2,7 +2,8 @@
 
     tfds build tfds_builders/real_edit --manual_dir M --data_dir D --file_format array_record
 
-M holds `real_edit_instruct.json` and the `Real-Edit/` folder (or one subfolder of M holds them).
+M holds `real_edit_instruct.json` and the `Real-Edit/` folder (or one subfolder of M holds them); the build
+checks that they give the 80 x 7 = 560 edits of the benchmark.
 Parsing and validation: `rewardedit_jax/data/manual.py`.
 """
 
@@ -18,6 +19,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
+    # The build fails unless the manual data holds exactly this many photos, each with one instruction of
+    # every edit type (80 x 7 = 560 edits); the error names the images, edit types and counts that differ.
+    EXPECTED_IMAGES = manual.REAL_EDIT_IMAGES
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Put `real_edit_instruct.json` and the `Real-Edit/` image folder (distributed with RewardEdit20K on the
     HF hub) in the manual directory, or together in one subfolder of it. See docs/data.md.
@@ -42,5 +46,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, manual_dir):
         summary = validation.BuildSummary(self.name, "test")
-        yield from manual.real_edit_examples(manual_dir, summary)
+        yield from manual.real_edit_examples(manual_dir, summary, expected_images=self.EXPECTED_IMAGES)
         self.info.metadata.setdefault("build_summary", {})["test"] = summary.finish()
