@@ -2,8 +2,11 @@
 # The GPU protocol of benchmarks/train_step.py and benchmarks/edit_latency.py on one H100 (or H200: the
 # device line of each table says which), our JAX side and the diffusers PyTorch peer in the same run.
 #
-# Here, once (wheels for what the GPU image lacks: diffusers, importlib_metadata, ml_collections):
-#   ../shared/tools/device-wheels.sh
+# Here, once: download wheels (Python 3.12, manylinux x86_64, no dependencies) for what the GPU image
+# lacks into .whl/ (ignored by git), which the preflight installs:
+#   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl diffusers importlib_metadata \
+#     ml_collections grain array_record dm-tree more-itertools
 # Carry no flax: the image's flax (0.12.10 on 2026-11-27) runs with its jax 0.11.2, and flax 0.12.8
 # fails to import there (jax.experimental.hijax has no HiPrimitive). The preflight drops a carried flax
 # that fails.

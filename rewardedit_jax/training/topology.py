@@ -12,6 +12,7 @@ compute and HBM capacity per chip), read 2026-12.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -107,22 +108,25 @@ class Topology:
             )
         # libtpu takes a machine-wide lock unless told that several processes may load it (parallel
         # compile checks and test workers only describe topologies; none drives a TPU).
-        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+        env = {"ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
         if platforms.tpu_chips() == 0:
             # Off a TPU VM libtpu cannot read the host's accelerator type or worker names from the
             # metadata server and logs errors for both; describing a topology needs neither.
-            os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-            os.environ.setdefault("TPU_ACCELERATOR_TYPE", self.accelerator_type)
-            os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-        try:
-            description = topologies.get_topology_desc(
-                platform="tpu",
-                topology_name=self.topology_name,
-                chip_config_name="megacore" if self.chip.cores_per_chip > 1 else "default",
-                chips_per_host_bounds=self.chips_per_host_bounds,
-                num_slices=self.num_slices,
-                wrap=self.wrap,
+            env.update(
+                TPU_SKIP_MDS_QUERY="1",
+                TPU_ACCELERATOR_TYPE=self.accelerator_type,
+                TPU_WORKER_HOSTNAMES="localhost",
             )
+        try:
+            with _environment_defaults(env):
+                description = topologies.get_topology_desc(
+                    platform="tpu",
+                    topology_name=self.topology_name,
+                    chip_config_name="megacore" if self.chip.cores_per_chip > 1 else "default",
+                    chips_per_host_bounds=self.chips_per_host_bounds,
+                    num_slices=self.num_slices,
+                    wrap=self.wrap,
+                )
         except Exception as e:  # libtpu missing or refusing the topology
             detail = " ".join(str(e).split())[:300]
             hint = ""
@@ -137,6 +141,20 @@ class Topology:
                 f"--topology {self.name}: libtpu describes {len(devices)} devices, expected {self.num_chips}"
             )
         return devices
+
+
+@contextlib.contextmanager
+def _environment_defaults(values: dict[str, str]):
+    """``values`` as defaults of ``os.environ`` while the block runs, then the environment as it was: the
+    worker names that quiet libtpu would otherwise make this process (and every process it starts) look
+    like a TPU pod worker to ``jax.distributed``'s auto-detection."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _slice_shape(chip: Chip, chips: int) -> tuple[int, ...]:

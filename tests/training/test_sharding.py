@@ -85,3 +85,14 @@ def test_devices_without_slices_use_hosts_for_dcn_axes_only_when_asked():
     assert (plan.granule, plan.ici, plan.dcn) == ("none", (8, 1, 1), (1, 1, 1))
     plan = sharding.plan_mesh(_mesh_cfg(1, -1, 1, dcn_data=2), hosts)
     assert (plan.granule, plan.ici, plan.dcn, plan.shape) == ("process", (1, 4, 1), (2, 1, 1), (2, 4, 1))
+
+
+def test_describing_a_topology_leaves_the_environment_as_it_was(v5e16):
+    # libtpu is quietened with TPU worker variables while it describes a topology; left behind, they
+    # would make this process and its children start jax.distributed as if on a TPU pod.
+    import os
+
+    before = dict(os.environ)
+    parse_topology("v5e-4").devices()
+    assert dict(os.environ) == before
+    assert "TPU_WORKER_HOSTNAMES" not in os.environ
