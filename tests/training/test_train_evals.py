@@ -204,3 +204,45 @@ def test_bad_evaluator_configs_fail_in_one_line_before_compilation(
         trainer.train_and_evaluate(config, tmp_path / "run")
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not compiled
+
+
+SHARDED_SCRIPT = """
+import json, sys
+from fixtures_train import tiny_config
+from rewardedit_jax.training import trainer
+
+config = tiny_config(
+    sys.argv[1], sys.argv[2], total_steps=4, checkpoint_every_steps=4, state_layout="conv_ohwi"
+)
+config.mesh.data, config.mesh.fsdp = 1, 2
+config.evals.oracle = dict(type="oracle", every_steps=4, data="synthetic_edit/tiny", steps=2, num_edits=3,
+                           batch_size=2, dtype="float32")
+trainer.train_and_evaluate(config, sys.argv[3])
+"""
+
+
+def test_evals_run_beside_fsdp_sharded_training_on_two_devices(tmp_path, tiny_tokenizer, synthetic_dir):
+    import subprocess
+    import sys
+
+    from fixtures_train import REPO, cpu_env
+
+    workdir = tmp_path / "sharded"
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT, str(tiny_tokenizer), str(synthetic_dir), str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=cpu_env(2),
+        cwd=REPO / "tests" / "training",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _eval_rows(workdir, "oracle")
+    assert sorted(rows) == [4] and {f"{p}_score" for p in PERSPECTIVES} <= set(rows[4])
+    # the sampler shards the 3 edits (padded to 2 per device) over both devices: all 3 written, once
+    assert sorted(p.name for p in (workdir / "eval" / "4" / "oracle" / "images").iterdir()) == sorted(
+        f"{e['name']}.png"
+        for e in json.loads((workdir / "eval" / "4" / "oracle" / "results.json").read_text())["edits"]
+    )
+    assert len(list((workdir / "eval" / "4" / "oracle" / "images").iterdir())) == 3
+    assert (workdir / "eval" / "4" / "oracle" / "grid.png").is_file()
