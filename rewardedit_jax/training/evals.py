@@ -243,7 +243,10 @@ class TrainingEvals:
                 if spec.sampler_key() not in fresh:
                     sampler.set_unet_params(params)
                     fresh.add(spec.sampler_key())
-                self._evaluate(spec, step, sampler, writer)
+                try:
+                    self._evaluate(spec, step, sampler, writer)
+                except EvaluationError as e:  # e.g. the judge gave up: training goes on
+                    log.error("eval %s at step %d failed: %s", spec.name, step, e)
         del params
         parallel.barrier(f"rewardedit_jax.eval.{step}")
         return time.perf_counter() - start

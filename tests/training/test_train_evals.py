@@ -246,3 +246,42 @@ def test_evals_run_beside_fsdp_sharded_training_on_two_devices(tmp_path, tiny_to
     )
     assert len(list((workdir / "eval" / "4" / "oracle" / "images").iterdir())) == 3
     assert (workdir / "eval" / "4" / "oracle" / "grid.png").is_file()
+
+
+def test_gpt_evaluator_judges_the_written_edits_through_the_judge_api(run, monkeypatch):
+    import threading
+
+    from judge.chat_server import FAKE_KEY, JudgeServer
+
+    from rewardedit_jax import evaluators
+    from rewardedit_jax.judge import JudgeConfig
+
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    folder = run / "eval" / "8" / "oracle"
+    edits = json.loads((folder / "results.json").read_text())["edits"]
+    records = [
+        evaluators.EditRecord(
+            evaluators.BenchmarkEdit(e["index"], e["name"], e["instruction"], e["edit_type"], e["name"]),
+            source=None,
+            edited=np.asarray(Image.open(folder / "images" / f"{e['name']}.png")),
+            source_path=str(folder / "inputs" / f"{e['name']}.png"),
+            edited_path=str(folder / "images" / f"{e['name']}.png"),
+        )
+        for e in edits
+    ]
+    server = JudgeServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        config = JudgeConfig(
+            model="gpt-4o", base_url=server.base_url, concurrency=4, max_attempts=2, cache_path=None
+        )
+        summary = evaluators.make_evaluator("gpt", judge_config=config).summarize(records)
+        assert len(server.requests) == 3 * len(records)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary["following_yes"] == 1.0 and summary["quality_score"] == 4.5  # the fake server's answer
+    assert summary["failed"] == 0 and summary["n"] == len(records)
