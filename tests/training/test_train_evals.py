@@ -285,3 +285,87 @@ def test_gpt_evaluator_judges_the_written_edits_through_the_judge_api(run, monke
         server.server_close()
     assert summary["following_yes"] == 1.0 and summary["quality_score"] == 4.5  # the fake server's answer
     assert summary["failed"] == 0 and summary["n"] == len(records)
+
+
+EVALS_CONFIG = """
+from configs import test_tiny
+
+
+def get_config():
+    c = test_tiny.get_config()
+    c.evals.oracle = dict(
+        type="oracle", every_steps=2, data="synthetic_edit/tiny", steps=2, num_edits=3, batch_size=2,
+        dtype="float32",
+    )
+    return c
+"""
+
+
+def test_two_hosts_evaluate_on_process_0_while_the_other_waits(tmp_path, tiny_tokenizer, synthetic_dir):
+    import socket
+    import subprocess
+    import sys
+
+    from fixtures_train import REPO, cpu_env
+
+    from rewardedit_jax.evaluate import evaluate
+
+    config_file = tmp_path / "evals_config.py"
+    config_file.write_text(EVALS_CONFIG)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path / "two"
+    base = [
+        sys.executable,
+        "-m",
+        "rewardedit_jax.train",
+        "--config",
+        str(config_file),
+        "--workdir",
+        str(workdir),
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        "--config.total_steps=4",
+        "--config.checkpoint_every_steps=4",
+        f"--config.model.tokenizer={tiny_tokenizer}",
+        f"--config.data.data_dir={synthetic_dir}",
+    ]
+    procs = [
+        subprocess.Popen(
+            base + [f"--process_id={i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cpu_env(2),
+            cwd=REPO,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    rows = [r for r in _rows(workdir) if "eval/oracle/following_score" in r]
+    assert [r["step"] for r in rows] == [2, 4]  # written once, by process 0
+    assert sorted(p.name for p in (workdir / "eval").iterdir()) == ["2", "4"]
+    # The same weights (checkpoint 4's EMA), edits and sampler settings through the CLI on one device.
+    results = evaluate(
+        workdir,
+        "synthetic_edit/tiny",
+        synthetic_dir,
+        tmp_path / "cli",
+        judge="oracle",
+        steps=2,
+        seed=42,
+        limit=3,
+        batch_size=2,
+        dtype="float32",
+        progress=False,
+        log=None,
+    )
+    for p in PERSPECTIVES:
+        assert rows[-1][f"eval/oracle/{p}_score"] == results["overall"][f"{p}_score"]
+        assert rows[-1][f"eval/oracle/{p}_yes"] == results["overall"][f"{p}_yes"]
+    for png in (tmp_path / "cli" / "images").glob("*.png"):
+        trained = np.asarray(Image.open(workdir / "eval" / "4" / "oracle" / "images" / png.name))
+        np.testing.assert_array_equal(np.asarray(Image.open(png)), trained)
