@@ -134,8 +134,16 @@ def check_evals(config) -> list[EvalSpec]:
             raise ConfigError(
                 f"{where}.resolution must be 0 (native) or a size; got {values['resolution']!r}"
             )
-        if not 0 <= int(values["seed"]) < 2**32:
-            raise ConfigError(f"{where}.seed must be in 0..{2**32 - 1}; got {values['seed']}")
+        seed = values["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ConfigError(f"{where}.seed must be an integer in 0..{2**32 - 1}; got {seed!r}")
+        for key in ("text_guidance", "image_guidance"):
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ConfigError(f"{where}.{key} must be a number; got {value!r}")
+        for key in ("data", "data_dir", "clip_model", "dino_model", "judge_model", "judge_base_url"):
+            if not isinstance(values[key], str):
+                raise ConfigError(f"{where}.{key} must be a string; got {values[key]!r}")
         if not values["data"]:
             raise ConfigError(
                 f"{where}.data is missing: name a benchmark (synthetic_edit[/CONFIG] or real_edit)"

@@ -183,6 +183,8 @@ def test_oracle_numbers_equal_the_evaluate_cli_for_the_same_weights(run, tmp_pat
         ),
         (dict(type="oracle", data="synthetic_edit/tiny"), "config.evals.e.every_steps must be"),
         (dict(type="oracle", every_steps=2, data="real_edit"), "the oracle needs synthetic_edit"),
+        (dict(type="oracle", every_steps=2, data="synthetic_edit/tiny", seed="x"), "config.evals.e.seed"),
+        (dict(type="oracle", every_steps=2, data="synthetic_edit/tiny", text_guidance="x"), "text_guidance"),
         (dict(type="oracle", every_steps=2, data="synthetic_edit/tiny", stpes=3), "config.evals.e.stpes"),
         (
             dict(type="reference", every_steps=2, data="synthetic_edit/tiny", clip_model="/nonexistent"),
