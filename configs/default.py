@@ -88,6 +88,28 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.fast_jpeg = True  # reduced-scale JPEG decode (1% pixel difference, 2.8x faster)
     c.data.flip = True  # random horizontal flips (official); off for data whose text says left/right
 
+    # --- evaluation during training (rewardedit_jax/training/evals.py, docs/evaluation.md) -----------------
+    # Named evaluators run on the EMA weights at every multiple of their every_steps and at the last step;
+    # their numbers go to metrics.jsonl / TensorBoard as eval/<name>/<metric>, their grid (source | edit |
+    # reference) to TensorBoard and DIR/eval/<step>/<name>/. Empty: no evaluation. An entry, e.g.
+    #   c.evals.oracle = dict(type="oracle", every_steps=400, data="synthetic_edit/16px", steps=10)
+    # has these keys (defaults in brackets):
+    #   type            oracle (synthetic_edit's ground-truth judge: <perspective>_yes, <perspective>_score)
+    #                   | reference (l1, l2; clip_i, clip_t with clip_model; dino with dino_model)
+    #                   | gpt (the LVLM judge, project protocol; needs OPENAI_API_KEY)       [required]
+    #   every_steps     evaluate every N optimizer steps (> 0), and at the last step          [required]
+    #   data            the benchmark: synthetic_edit[/CONFIG] or real_edit, its test split  [required]
+    #   data_dir        where it is built ['' = data.data_dir, else $TFDS_DATA_DIR]
+    #   num_edits       the first N edits of the split [16]
+    #   steps, text_guidance, image_guidance, scheduler   sampler settings [30, 7.5, 1.5, euler_ancestral]
+    #   seed            edit i is seeded with seed + i, as `evaluate` does [42]
+    #   resolution      long side of the fitted sources [0 = native for synthetic_edit; 512 is real_edit's]
+    #   batch_size      edits per device per sampler call [8]
+    #   dtype           sampler dtype: auto (float32 on CPU, else bfloat16) | float32 | bfloat16 [auto]
+    #   clip_model, dino_model    reference: local transformers CLIP / DINO folders ['' = off]
+    #   judge_model, judge_base_url   gpt: model and OpenAI-compatible endpoint ['' = the judge's defaults]
+    c.evals = ml_collections.ConfigDict()
+
     # --- parallelism -------------------------------------------------------------------------------------
     # Mesh sizes within a slice (a TPU slice; elsewhere all devices); -1 = all remaining devices. The
     # batch is split over (data, fsdp); parameters and optimizer state are sharded by the logical-axis

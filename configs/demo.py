@@ -71,4 +71,19 @@ def get_config():
         eos_token_id=1023,
     )
     c.model.tokenizer = ""  # written by the demo from the dataset's words
+    # The oracle during training, for the report's curves of the three perspectives over the steps: the first
+    # 32 test edits, sampled as the demo's final evaluation samples them (Euler ancestral, no guidance) but
+    # with 10 steps, every 400 steps and at each stage's end (the demo sets data to its dataset config).
+    c.evals.oracle = dict(
+        type="oracle",
+        every_steps=400,
+        data="synthetic_edit/16px",
+        num_edits=32,
+        steps=10,
+        text_guidance=1.0,
+        image_guidance=1.0,
+        scheduler="euler_ancestral",
+        seed=0,
+        batch_size=32,
+    )
     return c

@@ -130,6 +130,7 @@ def _config(args, tokenizer_dir: Path, data_dir: Path, *, reward: bool, steps: i
     c.init_from = str(init_from) if init_from else ""
     c.log_every_steps = max(1, min(c.log_every_steps, steps // 5 or 1))
     c.checkpoint_every_steps = steps
+    c.evals.oracle.data = c.data.name
     return c
 
 
@@ -315,7 +316,12 @@ def table(summary: dict) -> str:
 
 
 def write_report(
-    out: Path, summary: dict, per_seed: dict, grid_rel: str | None, comparison: dict | None = None
+    out: Path,
+    summary: dict,
+    per_seed: dict,
+    grid_rel: str | None,
+    comparison: dict | None = None,
+    curves: dict | None = None,
 ) -> None:
     rows = "".join(
         f"<tr><td>{m}</td>"
@@ -347,11 +353,87 @@ def write_report(
         f"<p>Mean over seeds (spread = max - min). Oracle judge on the synthetic test split.</p>"
         + "".join(f"<p>{html_escape(line)}</p>" for line in comparison_lines(comparison or {}))
         + grid
+        + curves_html(curves or {})
         + f"<h2>Per-seed reports</h2><ul>{links}</ul>"
     )
     tmp = out / ".report.html.tmp"
     tmp.write_text(html)
     os.replace(tmp, out / "report.html")
+
+
+RUNS = ("stage1", "baseline", "reward")
+CURVE_COLOURS = {"stage1": "#555", "baseline": "#1f77b4", "reward": "#d62728"}
+
+
+def training_curves(seed_dir: Path, stage1_steps: int) -> dict[str, list[dict]]:
+    """The oracle evaluator's rows (``eval/oracle/*`` in each run's metrics.jsonl) over the training steps:
+    run -> [{"step" (counted from the start of stage 1), "<perspective>_score", "<perspective>_yes"}]."""
+    from rewardedit_jax.training.metrics import read_metrics
+
+    curves = {}
+    for run in RUNS:
+        offset = 0 if run == "stage1" else stage1_steps
+        points = []
+        for row in read_metrics(seed_dir / "runs" / run):
+            values = {
+                k.removeprefix("eval/oracle/"): v
+                for k, v in row.items()
+                if k.startswith("eval/oracle/") and k.endswith(("_score", "_yes"))
+            }
+            if values:
+                points.append({"step": row["step"] + offset, **values})
+        if points:
+            curves[run] = points
+    return curves
+
+
+def curves_html(curves: dict[str, list[dict]]) -> str:
+    """An SVG plot of each perspective's oracle score over the training steps, and the table behind it."""
+    if not curves:
+        return ""
+    width, height, pad = 300, 180, 30
+    last = max(p["step"] for points in curves.values() for p in points)
+    plots = []
+    for perspective in PERSPECTIVES:
+        lines = []
+        for run, points in curves.items():
+            xy = " ".join(
+                f"{pad + (width - 2 * pad) * p['step'] / last:.1f},"
+                f"{height - pad - (height - 2 * pad) * p[f'{perspective}_score'] / 5:.1f}"
+                for p in points
+                if f"{perspective}_score" in p
+            )
+            colour = CURVE_COLOURS[run]
+            lines.append(f'<polyline points="{xy}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        axes = (
+            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
+            f'<text x="{pad - 4}" y="{pad + 4}" font-size="10" text-anchor="end">5</text>'
+            f'<text x="{pad - 4}" y="{height - pad}" font-size="10" text-anchor="end">0</text>'
+            f'<text x="{width - pad}" y="{height - pad + 14}" font-size="10" text-anchor="end">'
+            f"step {last}</text>"
+            f'<text x="{width / 2}" y="14" font-size="12" text-anchor="middle">{perspective} score</text>'
+        )
+        plots.append(f'<svg width="{width}" height="{height}">{axes}{"".join(lines)}</svg>')
+    legend = " ".join(f'<span style="color:{CURVE_COLOURS[r]}">&#9632; {r}</span>' for r in curves)
+    head = "".join(f"<th>{p} score</th><th>{p} yes</th>" for p in PERSPECTIVES)
+    rows = "".join(
+        f"<tr><td>{run}</td><td>{p['step']}</td>"
+        + "".join(
+            f"<td>{p.get(f'{q}_score', float('nan')):.2f}</td><td>{p.get(f'{q}_yes', float('nan')):.2f}</td>"
+            for q in PERSPECTIVES
+        )
+        + "</tr>"
+        for run, points in curves.items()
+        for p in points
+    )
+    return (
+        "<h2>During training</h2><p>The oracle evaluator of <code>config.evals</code> (the first test edits, "
+        "10 sampling steps, EMA weights; stage-2 steps counted after stage 1's).</p>"
+        + "".join(plots)
+        + f"<p>{legend}</p><table border=1 cellpadding=4>"
+        + f"<tr><th>run</th><th>step</th>{head}</tr>{rows}</table>"
+    )
 
 
 def make_grid(out: Path, seed_dir: Path, n: int = 8) -> str | None:
@@ -455,10 +537,12 @@ def main(argv=None) -> int:
     summary = summarize(per_seed)
     grid_rel = make_grid(out, last)
     comparison = compare(per_seed, summary)
+    curves = training_curves(last, args.stage1_steps)
     results = {
         "summary": summary,
         "comparison": comparison,
         "per_seed": {str(k): v for k, v in per_seed.items()},
+        "training_evals": curves,  # the last seed's oracle during training (eval/oracle/* rows)
         "settings": {**vars(args), "scheduler": SCHEDULER},
         "elapsed_s": time.perf_counter() - t0,
         "seed_elapsed_s": {str(k): v for k, v in seed_seconds.items()},
@@ -466,7 +550,7 @@ def main(argv=None) -> int:
     tmp = out / ".results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, out / "results.json")
-    write_report(out, summary, per_seed, grid_rel, comparison)
+    write_report(out, summary, per_seed, grid_rel, comparison, curves)
     print(table(summary))
     print(
         "\n".join(

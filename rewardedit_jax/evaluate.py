@@ -43,12 +43,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
 import platform
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -58,17 +56,29 @@ from typing import Any
 import numpy as np
 from etils import epath
 
-from rewardedit_jax import reference_metrics, report
+from rewardedit_jax import evaluators, reference_metrics, report
 from rewardedit_jax.edit import DTYPE_CHOICES, SCHEDULER_CHOICES, add_sampling_arguments
+from rewardedit_jax.evaluators import (  # noqa: F401  (the CLI's names for the shared definitions)
+    BENCHMARKS,
+    DEFAULT_SYNTHETIC_CONFIG,
+    PERSPECTIVES,
+    SPLIT,
+    Benchmark,
+    BenchmarkEdit,
+    EvaluationError,
+    _one_line,
+    _safe,
+    _text,
+    _versions,
+    aggregate,
+    fit_image,
+    resolve_benchmark,
+)
 from rewardedit_jax.io import AppendFile, PathError, check_bucket, is_remote, makedirs, resolve, to_path
 from rewardedit_jax.parallel import add_distributed_arguments, initialize_distributed
 
-BENCHMARKS = ("real_edit", "synthetic_edit")
 JUDGES = ("gpt", "oracle", "none")
 DEFAULT_JUDGE = {"real_edit": "gpt", "synthetic_edit": "oracle"}
-DEFAULT_SYNTHETIC_CONFIG = "32px"  # the synthetic_edit builder's default config
-SPLIT = "test"
-PERSPECTIVES = ("following", "preserving", "quality")
 DEFAULT_BATCH_SIZE = 8
 MAX_GRID_EDITS = 100  # edits shown per grid (the first ones of the type)
 GRID_CELL = 128
@@ -98,159 +108,12 @@ GENERATION_KEYS = (
 )
 
 
-class EvaluationError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
-
-
 def _log(message: str) -> None:
     print(f"evaluate: {message}", file=sys.stderr, flush=True)
 
 
-def _safe(text: str, limit: int = 80) -> str:
-    """A file-name-safe version of ``text``."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:limit] or "edit"
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
-
-
 # ----------------------------------------------------------------------------------------------------
-# The benchmark.
-
-
-def resolve_benchmark(benchmark: str, data_dir: str | os.PathLike) -> epath.Path:
-    """The prepared dataset folder (``D/<name>[/<config>]/<version>``) of ``real_edit`` or ``synthetic_edit``.
-
-    ``synthetic_edit`` without a config takes the only one built, or the default (32px) among several.
-    """
-    name, _, config = benchmark.partition("/")
-    if name not in BENCHMARKS:
-        raise EvaluationError(f"--benchmark must be one of {', '.join(BENCHMARKS)} (optionally /CONFIG)")
-    data_dir = to_path(data_dir, expanduser=True)
-    if not data_dir.is_dir():
-        raise EvaluationError(f"{data_dir}: no such data folder")
-    root = data_dir / name
-    how = f"build it with: tfds build tfds_builders/{name} --data_dir {data_dir} --file_format array_record"
-    if name == "real_edit":
-        if config:
-            raise EvaluationError("real_edit has no configs")
-        parent = root
-    else:
-        built = sorted(p.name for p in root.iterdir() if _versions(p)) if root.is_dir() else []
-        if not config:
-            if not built:
-                raise EvaluationError(f"synthetic_edit is not built in {data_dir}; {how} --config tiny")
-            if len(built) > 1 and DEFAULT_SYNTHETIC_CONFIG not in built:
-                raise EvaluationError(
-                    f"several synthetic_edit configs are built in {data_dir} ({', '.join(built)}); "
-                    "choose one with --benchmark synthetic_edit/CONFIG"
-                )
-            config = built[0] if len(built) == 1 else DEFAULT_SYNTHETIC_CONFIG
-        parent = root / config
-    versions = _versions(parent)
-    if not versions:
-        what = name if not config else f"{name}/{config}"
-        raise EvaluationError(f"{what} is not built in {data_dir}; {how}")
-    return versions[-1]
-
-
-def _versions(folder: epath.Path) -> list[epath.Path]:
-    """Prepared version folders (with ``dataset_info.json``) of a dataset (config) folder, oldest first."""
-    if not folder.is_dir():
-        return []
-    found = [
-        p
-        for p in folder.iterdir()
-        if re.fullmatch(r"\d+\.\d+\.\d+", p.name) and (p / "dataset_info.json").is_file()
-    ]
-    return sorted(found, key=lambda p: tuple(int(x) for x in p.name.split(".")))
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkEdit:
-    """One edit of the benchmark: its position in the split, identity, instruction and edit type."""
-
-    index: int
-    id: str
-    instruction: str
-    edit_type: str
-    source_key: str  # the source image's identity (several Real-Edit edits share one photo)
-
-    @property
-    def name(self) -> str:
-        return f"{self.index:04d}_{_safe(self.id)}"
-
-
-class Benchmark:
-    """The ``test`` split of a built benchmark: its edits (the first ``limit``) and their images."""
-
-    def __init__(self, kind: str, dataset_dir: epath.Path, limit: int | None = None):
-        from rewardedit_jax.data import load_data_source
-
-        try:
-            self._records, info = load_data_source(dataset_dir, SPLIT)
-        except Exception as e:  # a damaged or foreign folder
-            raise EvaluationError(f"{dataset_dir}: cannot read the {SPLIT} split ({_one_line(e)})") from None
-        self.kind = kind
-        self.full_name = info.full_name
-        self.dataset_dir = dataset_dir
-        self.has_references = "target_image" in info.features
-        count = len(self._records) if limit is None else min(limit, len(self._records))
-        self.edits = [self._edit(i, self._records[i]) for i in range(count)]
-
-    def _edit(self, index: int, record: Mapping[str, Any]) -> BenchmarkEdit:
-        instruction, edit_type = _text(record["instruction"]), _text(record["edit_type"])
-        if self.kind == "real_edit":
-            image_id = _text(record["image_id"])
-            return BenchmarkEdit(
-                index, f"{Path(image_id).stem}_{edit_type}", instruction, edit_type, image_id
-            )
-        key = _text(record["key"]) if "key" in record else str(index)
-        return BenchmarkEdit(index, key, instruction, edit_type, key)
-
-    def _image(self, edit: BenchmarkEdit, feature: str):
-        from PIL import Image, ImageOps
-
-        with Image.open(io.BytesIO(self._records[edit.index][feature])) as opened:
-            return ImageOps.exif_transpose(opened).convert("RGB")
-
-    def source(self, edit: BenchmarkEdit):
-        """The source image as stored (PIL RGB, EXIF orientation applied)."""
-        return self._image(edit, "image" if self.kind == "real_edit" else "source_image")
-
-    def target(self, edit: BenchmarkEdit):
-        return self._image(edit, "target_image")
-
-    def input_name(self, edit: BenchmarkEdit) -> str:
-        """The fitted source's file name under ``inputs/`` (one per photo for Real-Edit)."""
-        return (
-            f"{_safe(edit.source_key.replace('.', '_'))}.png"
-            if self.kind == "real_edit"
-            else f"{edit.name}.png"
-        )
-
-    def fitted_size(self, width: int, height: int, resolution: int | None, multiple: int) -> tuple[int, int]:
-        """The (width, height) a source of this size is fitted to for editing."""
-        from rewardedit_jax.sampling import edit_size
-
-        if self.kind == "real_edit":  # the official protocol, as `python -m rewardedit_jax.edit`
-            return edit_size(width, height, resolution)
-        scale = 1.0 if resolution is None else resolution / max(width, height)
-        return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in (width, height))
-
-
-def fit_image(image, size: tuple[int, int]) -> np.ndarray:
-    """``image`` (PIL) fitted to ``size`` (width, height): centre crop + LANCZOS, as ``load_edit_image``."""
-    from PIL import Image, ImageOps
-
-    if image.size != tuple(size):
-        image = ImageOps.fit(image, tuple(size), method=Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.uint8)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Settings.
+# Settings (the benchmark: rewardedit_jax.evaluators).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +138,7 @@ class GenerationSettings:
     low_feedback: str | None = None
 
     def seed_of(self, edit: BenchmarkEdit) -> int:
-        return (self.seed + edit.index) % 2**32 if self.seed_per_edit else self.seed
+        return evaluators.edit_seed(self.seed, edit) if self.seed_per_edit else self.seed
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -379,10 +242,6 @@ class JsonlStore:
 
 def _sha256(path: epath.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -596,13 +455,12 @@ class _Run:
         return {"index": edit.index, "id": edit.id, "judge": judge_name, "edited_sha256": sha, **verdicts}
 
     def _judge_oracle(self, todo, judge_name, hashes, store: JsonlStore, judgments) -> None:
-        from rewardedit_jax import oracle
-
         with _progress(len(todo), "judging (oracle)", self.progress) as bar:
             for edit in todo:
-                source, target = np.asarray(self.bench.source(edit)), np.asarray(self.bench.target(edit))
-                edited = self._edited_at(edit, target.shape)
-                verdicts = oracle.judge_edit(source, edited, target, {"instruction": edit.instruction})
+                edited = _open_rgb(self.image_path(edit))
+                verdicts = evaluators.oracle_verdicts(
+                    self.bench.source(edit), edited, self.bench.target(edit), edit.instruction
+                )
                 record = self._record(edit, judge_name, hashes[edit.index], verdicts)
                 store.append(record)
                 judgments[edit.index] = record
@@ -632,12 +490,12 @@ class _Run:
             raise EvaluationError(f"judge: {e}") from None
         failed = 0
         for edit, item in zip(todo, result.items):
-            verdicts = {p: {"answer": j.answer, "score": j.score} for p, j in item.judgments.items() if j.ok}
+            verdicts, failures = evaluators.gpt_verdicts(item)
             record = self._record(edit, judge_name, hashes[edit.index], verdicts)
-            if item.ok:
+            if failures is None:
                 store.append(record)  # failed edits are not stored: the next run asks again
             else:
-                record["failed"] = dict(item.failures)
+                record["failed"] = failures
                 failed += 1
             judgments[edit.index] = record
         self.log(f"judged {len(items)} edits, {failed} failed, ${result.cost_usd:.4f}")
@@ -651,15 +509,6 @@ class _Run:
             memo[name] = self.bench.source(edit).size
         return official_size(*memo[name], self.settings.resolution or OFFICIAL_HEIGHT)
 
-    def _edited_at(self, edit: BenchmarkEdit, shape) -> np.ndarray:
-        """The edited image at the reference's size (LANCZOS-resized when the edit was made at another)."""
-        from PIL import Image
-
-        with _open_rgb(self.image_path(edit)) as edited:
-            if edited.size != (shape[1], shape[0]):
-                edited = edited.resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
-            return np.asarray(edited, dtype=np.uint8)
-
     # --- reference metrics (definitions: rewardedit_jax.reference_metrics) ---------------------------------
 
     def metrics(
@@ -671,10 +520,9 @@ class _Run:
         out: dict[int, dict] = {e.index: {} for e in self.bench.edits}
         if self.bench.has_references:
             for edit in self.bench.edits:
-                target = self.bench.target(edit)
-                edited = reference_metrics.resize_to(_open_rgb(self.image_path(edit)), target.size)
-                l1, l2 = reference_metrics.pixel_distances(edited, target)
-                out[edit.index].update(l1=l1, l2=l2)
+                out[edit.index].update(
+                    evaluators.pixel_metrics(_open_rgb(self.image_path(edit)), self.bench.target(edit))
+                )
         try:
             if clip_model is not None:
                 names = ("clip_i", "clip_t")
@@ -717,13 +565,9 @@ class _Run:
         scorer = reference_metrics.ClipScorer(clip_model)
 
         def score(chunk: list[BenchmarkEdit]) -> list[dict]:
-            edited = scorer.image_embeds([_open_rgb(self.image_path(e)) for e in chunk])
-            clip_t = (edited * scorer.text_embeds([e.instruction for e in chunk])).sum(-1).tolist()
-            if not self.bench.has_references:
-                return [{"clip_t": t} for t in clip_t]
-            targets = scorer.image_embeds([self.bench.target(e) for e in chunk])
-            clip_i = (edited * targets).sum(-1).tolist()
-            return [{"clip_i": i, "clip_t": t} for i, t in zip(clip_i, clip_t)]
+            edited = [_open_rgb(self.image_path(e)) for e in chunk]
+            targets = [self.bench.target(e) for e in chunk] if self.bench.has_references else None
+            return evaluators.clip_metrics(scorer, edited, [e.instruction for e in chunk], targets)
 
         return score
 
@@ -732,9 +576,8 @@ class _Run:
         scorer = reference_metrics.DinoScorer(dino_model)
 
         def score(chunk: list[BenchmarkEdit]) -> list[dict]:
-            edited = scorer.image_embeds([_open_rgb(self.image_path(e)) for e in chunk])
-            targets = scorer.image_embeds([self.bench.target(e) for e in chunk])
-            return [{"dino": v} for v in (edited * targets).sum(-1).tolist()]
+            edited = [_open_rgb(self.image_path(e)) for e in chunk]
+            return evaluators.dino_metrics(scorer, edited, [self.bench.target(e) for e in chunk])
 
         return score
 
@@ -748,29 +591,6 @@ def _open_rgb(path: str | os.PathLike):
 
 # ----------------------------------------------------------------------------------------------------
 # Aggregation.
-
-
-def aggregate(
-    edits: Sequence[BenchmarkEdit], judgments: Mapping[int, dict], metrics: Mapping[int, dict], judged: bool
-) -> dict:
-    """One results block: n, failed, <perspective>_yes / _score, and the mean of each per-edit metric."""
-    block: dict[str, Any] = {"n": len(edits), "failed": 0}
-    for p in PERSPECTIVES:
-        block[f"{p}_yes"] = block[f"{p}_score"] = None
-    if judged:
-        block["failed"] = sum(
-            1 for e in edits if e.index not in judgments or judgments[e.index].get("failed")
-        )
-        for p in PERSPECTIVES:
-            verdicts = [judgments[e.index][p] for e in edits if p in judgments.get(e.index, {})]
-            if verdicts:
-                block[f"{p}_yes"] = sum(v["answer"] == "yes" for v in verdicts) / len(verdicts)
-                block[f"{p}_score"] = sum(float(v["score"]) for v in verdicts) / len(verdicts)
-    for name in ("l1", "l2", "clip_i", "clip_t", "dino"):
-        values = [metrics[e.index][name] for e in edits if metrics.get(e.index, {}).get(name) is not None]
-        if values:
-            block[name] = float(np.mean(values))
-    return {k: round(v, 6) if isinstance(v, float) else v for k, v in block.items()}
 
 
 def _type_order(edit_type: str) -> tuple:

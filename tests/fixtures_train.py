@@ -49,7 +49,7 @@ def run_cli(workdir: Path, overrides: dict, *, env=None, timeout=600) -> subproc
 
 def losses(workdir: Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["learning/loss"] for r in rows}
+    return {r["step"]: r["learning/loss"] for r in rows if "learning/loss" in r}  # not the eval/* rows
 
 
 def wait_for_step(workdir: Path, step: int, proc, timeout: float = 600) -> None:

@@ -48,6 +48,33 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     from rewardedit_jax.demo import LOW_FEEDBACK
 
     assert guided["low_feedback"] == LOW_FEEDBACK
+    # The oracle evaluator during training (configs/demo.py): at each stage's end, in results and report.
+    curves = results["training_evals"]
+    assert {run: [p["step"] for p in points] for run, points in curves.items()} == {
+        "stage1": [4],
+        "baseline": [8],
+        "reward": [8],
+    }
+    assert (out / "seed0" / "runs" / "reward" / "eval" / "4" / "oracle" / "grid.png").is_file()
+    assert "During training" in (out / "report.html").read_text()
+
+
+def test_training_curves_plot_the_oracle_rows_over_the_steps(tmp_path):
+    from rewardedit_jax import demo
+
+    for run, rows in {
+        "stage1": [{"step": 2, "learning/loss": 1.0}, {"step": 4, "eval/oracle/following_score": 1.5}],
+        "reward": [{"step": 4, "eval/oracle/following_score": 2.5, "eval/oracle/seconds": 1.0}],
+    }.items():
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "runs" / run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curves = demo.training_curves(tmp_path, stage1_steps=4)
+    assert curves == {
+        "stage1": [{"step": 4, "following_score": 1.5}],
+        "reward": [{"step": 8, "following_score": 2.5}],
+    }
+    html = demo.curves_html(curves)
+    assert html.count("<svg") == 3 and "<td>reward</td><td>8</td><td>2.50</td>" in html
 
 
 def test_margins_hold_only_in_every_seed_and_beyond_the_seed_spread():

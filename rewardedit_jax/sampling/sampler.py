@@ -191,14 +191,36 @@ class EditSampler:
                 mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names)
             )
         self._graphdef, state = nnx.split((unet, vae, text_encoder))
-        state = jax.tree.map(lambda x: x.astype(self.dtype) if _is_float(x) else x, state)
-        if self.mesh is not None:
-            state = jax.device_put(state, NamedSharding(self.mesh, PartitionSpec()))
-        self._state = state
+        self._state = self._prepare(state)
         self._empty_ids = np.asarray(tokenizer([""]), np.int32)
         self._schedules: dict[int, Schedule] = {}
         self._compiled: dict[_Structure, Any] = {}
         self.compile_count = 0
+
+    def _prepare(self, state):
+        """Model state in the sampler's dtype, replicated over its mesh."""
+        state = jax.tree.map(lambda x: x.astype(self.dtype) if _is_float(x) else x, state)
+        if self.mesh is not None:
+            return jax.device_put(state, NamedSharding(self.mesh, PartitionSpec()))
+        return jax.device_put(state)
+
+    def set_unet_params(self, params) -> None:
+        """Replace the U-Net's parameters (an ``nnx.State`` of its ``nnx.Param`` leaves, e.g. a training
+        state's EMA, host or device arrays) without recompiling: shapes and structure must match."""
+        unet, vae, text_encoder = nnx.merge(self._graphdef, self._state)
+        current = nnx.state(unet, nnx.Param)
+        if jax.tree.structure(current) != jax.tree.structure(params):
+            raise ValueError("the new U-Net parameters do not have the structure of the sampler's U-Net")
+        mismatched = [
+            jax.tree_util.keystr(path)
+            for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(current), jax.tree.leaves(params))
+            if tuple(a.shape) != tuple(np.shape(b))
+        ]
+        if mismatched:
+            raise ValueError(f"the new U-Net parameters differ in shape at {mismatched[0]}")
+        nnx.update(unet, params)
+        graphdef, state = nnx.split((unet, vae, text_encoder))
+        self._state = self._prepare(state)
 
     @classmethod
     def from_pipeline(cls, pipeline, **kwargs) -> EditSampler:

@@ -1,9 +1,10 @@
-"""One metrics writer: ``DIR/metrics.jsonl`` and TensorBoard scalars in ``DIR/tensorboard/``.
+"""One metrics writer: ``DIR/metrics.jsonl`` and TensorBoard scalars (and images) in ``DIR/tensorboard/``.
 
 The TensorBoard event file is written directly (TFRecord framing + the ``Event``/``Summary`` protobuf
-wire format for scalars), so training never imports TensorFlow. Only process 0 writes. In a remote workdir
-(``gs://...``) both files are :class:`rewardedit_jax.io.AppendFile` objects: object stores cannot append, so
-each is rewritten whole at most every ``REMOTE_FLUSH_INTERVAL_S`` seconds and when training ends.
+wire format for scalars and PNG images), so training never imports TensorFlow. Only process 0 writes. In
+a remote workdir (``gs://...``) both files are :class:`rewardedit_jax.io.AppendFile` objects: object stores
+cannot append, so each is rewritten whole at most every ``REMOTE_FLUSH_INTERVAL_S`` seconds and when
+training ends.
 """
 
 from __future__ import annotations
@@ -69,6 +70,30 @@ def scalar_event(tag: str, value: float, step: int, wall_time: float) -> bytes:
     )
 
 
+def image_event(tag: str, png: bytes, height: int, width: int, step: int, wall_time: float) -> bytes:
+    """Serialized ``Event{wall_time, step, summary{value{tag, image{height, width, colorspace=3, png}}}}``."""
+    image = _field(1, 0, _varint(height)) + _field(2, 0, _varint(width)) + _field(3, 0, _varint(3))
+    image += _length_delimited(4, png)
+    value_msg = _length_delimited(1, tag.encode()) + _length_delimited(4, image)
+    return (
+        _field(1, 1, struct.pack("<d", wall_time))
+        + _field(2, 0, _varint(int(step)))
+        + _length_delimited(5, _length_delimited(1, value_msg))
+    )
+
+
+def png_bytes(image) -> bytes:
+    """An RGB uint8 (H, W, 3) array as PNG bytes."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def file_version_event(wall_time: float) -> bytes:
     return _field(1, 1, struct.pack("<d", wall_time)) + _length_delimited(3, b"brain.Event:2")
 
@@ -90,6 +115,12 @@ class TensorBoardWriter:
         now = time.time()
         for tag, value in values.items():
             self._file.write(_record(scalar_event(tag, value, step, now)))
+        self._file.flush()
+
+    def image(self, step: int, tag: str, image) -> None:
+        """An image summary (RGB uint8 (H, W, 3), stored as PNG): TensorBoard's Images tab."""
+        height, width = image.shape[:2]
+        self._file.write(_record(image_event(tag, png_bytes(image), height, width, step, time.time())))
         self._file.flush()
 
     def close(self) -> None:
@@ -114,6 +145,11 @@ class MetricsWriter:
         self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
         self._jsonl.flush()
         self._tb.scalars(step, {k: float(v) for k, v in values.items() if math.isfinite(float(v))})
+
+    def image(self, step: int, tag: str, image) -> None:
+        """A TensorBoard image summary (RGB uint8 (H, W, 3)); not in metrics.jsonl."""
+        if self.enabled:
+            self._tb.image(step, tag, image)
 
     def close(self) -> None:
         if self.enabled:

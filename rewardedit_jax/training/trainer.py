@@ -29,6 +29,7 @@ from rewardedit_jax.io import checkpoint_dir, makedirs, to_path
 from rewardedit_jax.schedule import PREDICTION_TYPES, NoiseSchedule, ScheduleError
 from rewardedit_jax.training import builder
 from rewardedit_jax.training import checkpoints as checkpoints_lib
+from rewardedit_jax.training import evals as evals_lib
 from rewardedit_jax.training import sharding as shard_lib
 from rewardedit_jax.training import workdir as workdir_lib
 from rewardedit_jax.training.metrics import MetricsWriter
@@ -62,6 +63,7 @@ def check_config(config: ml_collections.ConfigDict, devices) -> tuple[int, int, 
     """Validate ``config`` against the default schema and ``devices`` (a list, or a count); returns the
     mesh shape."""
     _check_keys(config, _default_config(), "config")
+    evals_lib.check_evals(config)
     if config.batch_size <= 0 or config.total_steps <= 0:
         raise ConfigError("config.batch_size and config.total_steps must be positive")
     shape = shard_lib.mesh_shape(dict(config.mesh), devices)
@@ -120,7 +122,7 @@ scheduler_overrides = builder.scheduler_overrides
 
 
 def _check_keys(config, reference, prefix: str) -> None:
-    free = {"unet", "vae", "text_encoder", "scheduler"}  # free-form diffusers configs
+    free = {"unet", "vae", "text_encoder", "scheduler", "evals"}  # diffusers configs; evals: check_evals
     for key in config.keys():
         if key not in reference:
             raise ConfigError(f"unknown config key {prefix}.{key}")
@@ -342,7 +344,8 @@ def _data_iterator(config, tokenizer, seed: int):
 
 
 def check_dataset(config) -> None:
-    """Fail early, with one line, when the dataset is not built."""
+    """Fail early, with one line, when the dataset (or an evaluator's benchmark) is not built."""
+    evals_lib.check_eval_data(config)
     if config.data.latent_cache:
         if not (to_path(config.data.latent_cache) / "cache_info.json").is_file():
             raise ConfigError(f"config.data.latent_cache: {config.data.latent_cache} is not a latent cache")
@@ -437,6 +440,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         log.info("compiled the train step in %.1fs (%.3g TFLOP per step per device)", compile_s, flops / 1e12)
 
     writer = MetricsWriter(workdir, enabled=is_main)
+    evaluations = evals_lib.TrainingEvals(config, workdir, config.total_steps)
     last, pending, window_start, window_steps = {}, None, time.perf_counter(), 0
     step = start
     try:
@@ -484,6 +488,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 if stop:
                     log.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
                     break
+                if evaluations:
+                    # Not counted in the next logged step time.
+                    window_start += evaluations.run(step, state, writer)
                 if step < config.total_steps:
                     batch = next_batch()
     finally:

@@ -7,6 +7,8 @@
                            data-iterator state; damaged ones the trainer resumed past are kept as
                            <N>.corrupt/ (:mod:`rewardedit_jax.training.checkpoints`)
     DIR/metrics.jsonl, DIR/tensorboard/, DIR/data_order.jsonl (``config.log_data_order``)
+    DIR/eval/<N>/<name>/   an evaluator of ``config.evals`` at step N: grid.png, images/, inputs/,
+                           results.json (:mod:`rewardedit_jax.training.evals`)
 
 ``convert export DIR OUT`` and every command taking ``--model`` accept a workdir (EMA weights by default).
 """

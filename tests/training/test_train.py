@@ -421,8 +421,12 @@ def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
     config.total_steps, config.batch_size, config.warmup_steps = 50, 16, 0
     config.log_every_steps, config.checkpoint_every_steps = 1, 50
     config.data.read_threads = 0
+    # The demo's oracle evaluator on the data trained on (as the demo sets it), at the last step only.
+    config.evals.oracle.data, config.evals.oracle.num_edits = config.data.name, 4
     trainer.train_and_evaluate(config, tmp_path / "run")
     loss = losses(tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval/oracle/following_score" in r] == [50]
     first, last = (
         np.mean([loss[s] for s in (1, 2, 3, 4, 5)]),
         np.mean([loss[s] for s in (46, 47, 48, 49, 50)]),
