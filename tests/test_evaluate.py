@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures_pipeline import TWO_LEVEL_UNET, save_tiny_ip2p_pipeline
+from fixtures_real_edit import build_tiny_real_edit
 from fixtures_sd import save_tiny_tokenizer
 from fixtures_train import save_small_checkpoints
 from PIL import Image
@@ -65,30 +66,7 @@ def synthetic_data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def real_edit_data_dir(tmp_path_factory):
     """A data_dir with a tiny `real_edit`: a wide photo (150x70, 1 edit), a square one (70x70, 2 edits)."""
-    import tensorflow_datasets as tfds
-
-    from tfds_builders.real_edit import real_edit_dataset_builder
-
-    root = tmp_path_factory.mktemp("evaluate_real_edit")
-    manual = root / "manual"
-    (manual / "Real-Edit").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (70, 150, 3), dtype=np.uint8)).save(
-        manual / "Real-Edit" / "wide.png"
-    )
-    Image.fromarray(rng.integers(0, 256, (70, 70, 3), dtype=np.uint8)).save(
-        manual / "Real-Edit" / "square.png"
-    )
-    instructions = {
-        "wide.png": ["Local. Instruction: make the cat red"],
-        "square.png": ["Style. Instruction: make it a painting", "Global. Instruction: make it night"],
-    }
-    (manual / "real_edit_instruct.json").write_text(json.dumps(instructions))
-    builder = real_edit_dataset_builder.Builder(data_dir=root / "data", file_format="array_record")
-    with pytest.MonkeyPatch.context() as patch:  # 3 edits, not the benchmark's 80 photos x 7 edit types
-        patch.setattr(real_edit_dataset_builder.Builder, "EXPECTED_IMAGES", None)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
-    return root / "data", manual
+    return build_tiny_real_edit(tmp_path_factory.mktemp("evaluate_real_edit"))
 
 
 @pytest.fixture(scope="module")

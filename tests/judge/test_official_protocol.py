@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures_pipeline import TWO_LEVEL_UNET, save_tiny_ip2p_pipeline
+from fixtures_real_edit import build_tiny_real_edit
 from judge.chat_server import FAKE_KEY, Reply
 from PIL import Image
 
@@ -318,30 +319,9 @@ def test_a_changed_file_is_a_one_line_error_naming_it(tmp_path, perspective, edi
 def real_edit(tmp_path_factory):
     """A tiny random IP2P pipeline and a tiny real_edit (a 150x70 photo with 1 edit, a 70x70 one with 2)
     whose edits are generated once at resolution 64 (128x64 and 64x64): (model, data_dir, out)."""
-    import tensorflow_datasets as tfds
-
-    from tfds_builders.real_edit import real_edit_dataset_builder
-
     root = tmp_path_factory.mktemp("official_real_edit")
     model = save_tiny_ip2p_pipeline(root / "pipeline", unet=TWO_LEVEL_UNET, unet_seed=3)
-    manual = root / "manual"
-    (manual / "Real-Edit").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (70, 150, 3), dtype=np.uint8)).save(
-        manual / "Real-Edit" / "wide.png"
-    )
-    Image.fromarray(rng.integers(0, 256, (70, 70, 3), dtype=np.uint8)).save(
-        manual / "Real-Edit" / "square.png"
-    )
-    instructions = {
-        "wide.png": ["Local. Instruction: make the cat red"],
-        "square.png": ["Style. Instruction: make it a painting", "Global. Instruction: make it night"],
-    }
-    (manual / "real_edit_instruct.json").write_text(json.dumps(instructions))
-    builder = real_edit_dataset_builder.Builder(data_dir=root / "data", file_format="array_record")
-    with pytest.MonkeyPatch.context() as patch:  # 3 edits, not the benchmark's 80 photos x 7 edit types
-        patch.setattr(real_edit_dataset_builder.Builder, "EXPECTED_IMAGES", None)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    build_tiny_real_edit(root)
     out = root / "run"
     ev.evaluate(
         model,
