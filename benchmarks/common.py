@@ -323,16 +323,27 @@ def run_side(
         proc = subprocess.run(
             cmd, stdout=subprocess.PIPE, text=True, timeout=timeout, env={**os.environ, **(env or {})}
         )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
+    except subprocess.TimeoutExpired as e:
+        # A side may emit partial results as it goes (one line per finished part): keep the last one.
+        partial = _last_result(e.stdout or "")
+        error = f"timed out after {timeout:.0f} s"
+        return {**partial, "error": error + " (partial result)"} if partial else {"error": error}
     wall = time.perf_counter() - t0
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX) :])
-            result.setdefault("process_wall_s", wall)
-            return result
+    result = _last_result(proc.stdout)
+    if result:
+        result.setdefault("process_wall_s", wall)
+        return result
     tail = " | ".join(proc.stdout.strip().splitlines()[-3:])
     return {"error": f"exit code {proc.returncode}, no result line ({tail[-300:]})"}
+
+
+def _last_result(stdout: str | bytes) -> dict | None:
+    if isinstance(stdout, bytes):
+        stdout = stdout.decode(errors="replace")
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    return None
 
 
 def run_sides(

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import tempfile
 import time
@@ -67,6 +69,7 @@ TINY_VAE = dict(
     scaling_factor=0.18215,
 )
 TINY_TEXT_HIDDEN = 32
+REAL_EDIT_EDITS = 560  # 80 images x 7 instructions (docs/evaluation.md)
 SIDES = ("jax", "torch-eager", "torch-compile")
 NOTES = {
     "jax": "first call compiles the whole edit (one XLA program)",
@@ -80,6 +83,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="CPU smoke: tiny models, 32 px, 2 steps, batch 1 2")
     p.add_argument("--batch", type=int, nargs="+", help="batch sizes (default 1 8, tiny 1 2)")
     p.add_argument("--resolution", type=int, help="image side in pixels (default 512, tiny 32)")
+    p.add_argument(
+        "--size",
+        help="WIDTHxHEIGHT of the images instead of a square --resolution, e.g. 512x384 (a 4:3 photo after "
+        "the editing fit)",
+    )
+    p.add_argument(
+        "--profile", type=int, default=0, metavar="N",
+        help="ours: after timing, profile N more edits at the first batch size and print device time by "
+        "kernel category",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, help="sampler steps (default 30, tiny 2)")
     p.add_argument("--iters", type=int, help="timed edits per batch size; the median is reported (default 5)")
     p.add_argument("--attention", choices=("xla", "cudnn", "auto", "auto_padded"), default="auto")
@@ -103,8 +116,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.resolution % 64 and not args.tiny:
-        p.error("--resolution must be a multiple of 64 (the editing protocol)")
+    if args.size:
+        try:
+            args.width, args.height = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            p.error(f"--size must be WIDTHxHEIGHT, e.g. 512x384; got {args.size!r}")
+    else:
+        args.width = args.height = args.resolution
+    if (args.width % 64 or args.height % 64) and not args.tiny:
+        p.error("image sides must be multiples of 64 (the editing protocol)")
     return args
 
 
@@ -166,16 +186,19 @@ def write_tokenizer(dst: Path) -> Path:
     return dst
 
 
-def input_images(batch: int, resolution: int):
-    """Smooth random RGB images (B, H, W, 3) uint8 (not zeros: real data paths)."""
+def input_images(batch: int, height: int, width: int):
+    """Smooth random RGB images (B, H, W, 3) uint8 (not zeros: real data paths). Image i depends only on
+    i, so the first image of every batch size is the same (the batch-invariance check compares them)."""
     import numpy as np
 
-    rng = np.random.default_rng(0)
-    coarse = rng.integers(0, 256, (batch, 8, 8, 3)).astype(np.float32)
-    reps = max(resolution // 8, 1)
-    image = np.repeat(np.repeat(coarse, reps, axis=1), reps, axis=2)[:, :resolution, :resolution]
-    noise = rng.normal(0, 8, image.shape)
-    return np.clip(image + noise, 0, 255).astype(np.uint8)
+    images = []
+    for i in range(batch):
+        rng = np.random.default_rng(i)
+        coarse = rng.integers(0, 256, (8, 8, 3)).astype(np.float32)
+        image = np.repeat(np.repeat(coarse, -(-height // 8), axis=0), -(-width // 8), axis=1)
+        image = image[:height, :width]
+        images.append(np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8))
+    return np.stack(images)
 
 
 # --- our side -------------------------------------------------------------------------------------------
@@ -184,6 +207,7 @@ def input_images(batch: int, resolution: int):
 def run_jax(args) -> dict:
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from rewardedit_jax.models.attention import attention_implementation
     from rewardedit_jax.models.clip_text import build_text_encoder
@@ -215,9 +239,19 @@ def run_jax(args) -> dict:
         dtype=dtype,
         compiler_options=common.TINY_COMPILER_OPTIONS if args.tiny else None,
     )
-    per_batch = []
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_gpu")]
+    result = {
+        "side": "jax",
+        "label": f"rewardedit_jax EditSampler ({args.attention} attention{', ' if flags else ''}"
+        f"{' '.join(flags)})",
+        "params": {"unet": count_params(unet), "vae": count_params(vae), "text": count_params(text_encoder)},
+        "init_s": init_s,
+        "per_batch": [],
+        "env": {**common.jax_environment(), "backend": jax.default_backend()},
+    }
+    first_image = None
     for batch in args.batch:
-        images = input_images(batch, args.resolution)
+        images = input_images(batch, args.height, args.width)
 
         def edit(images=images, batch=batch):
             with attention_implementation(args.attention):
@@ -230,18 +264,27 @@ def run_jax(args) -> dict:
                     seed=SEED,
                 ).images  # host numpy: the call has finished
 
-        timing = common.time_calls(edit, lambda out: out, warmup=1, iters=args.iters)
-        per_batch.append({"batch": batch, "compile_s": timing["first_s"], **timing})
-    return {
-        "side": "jax",
-        "label": f"rewardedit_jax EditSampler ({args.attention} attention)",
-        "params": {"unet": count_params(unet), "vae": count_params(vae), "text": count_params(text_encoder)},
-        "init_s": init_s,
-        "per_batch": per_batch,
-        "peak_memory_bytes": common.jax_peak_memory_bytes(),
-        "compile_count": sampler.compile_count,
-        "env": {**common.jax_environment(), "backend": jax.default_backend()},
-    }
+        outputs = []
+        timing = common.time_calls(edit, outputs.append, warmup=1, iters=args.iters)
+        entry = {"batch": batch, "compile_s": timing["first_s"], **timing}
+        # The first example has the same image and seed at every batch size: its edit must not depend on
+        # the batch beyond bf16 noise (different batch shapes may pick different kernels).
+        if first_image is None:
+            first_image = outputs[-1][0].astype(np.int16)
+        else:
+            diff = np.abs(outputs[-1][0].astype(np.int16) - first_image)
+            entry["vs_first_batch"] = {"mean_abs": float(diff.mean()), "max_abs": int(diff.max())}
+        result["per_batch"].append(entry)
+        if args.profile and len(result["per_batch"]) == 1:
+            result["profile"] = common.profile_or_error(
+                lambda: common.kernel_breakdown(
+                    common.jax_kernel_events(edit, args.profile), args.profile, keep_all=True
+                )
+            )
+        result["peak_memory_bytes"] = common.jax_peak_memory_bytes()
+        result["compile_count"] = sampler.compile_count
+        common.emit_result(result)  # after each batch size: a later one that runs out of time loses nothing
+    return result
 
 
 # --- the diffusers peer ---------------------------------------------------------------------------------
@@ -287,7 +330,8 @@ def run_torch(args, compile_unet: bool) -> dict:
         pipe.unet = torch.compile(pipe.unet, mode=args.compile_mode)
     per_batch = []
     for batch in args.batch:
-        pixels = torch.from_numpy(input_images(batch, args.resolution)).permute(0, 3, 1, 2).float() / 255.0
+        images = input_images(batch, args.height, args.width)
+        pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
 
         def edit(batch=batch, pixels=pixels):
             generator = torch.Generator(device=device).manual_seed(SEED)
@@ -326,13 +370,20 @@ def summarize(args, results: list[dict]) -> tuple[str, list[dict]]:
     for r in results:
         label = r.get("label", r.get("side"))
         if "per_batch" not in r:
-            rows.append([label, *(["n/a"] * 6), r.get("error", "")])
+            rows.append([label, *(["n/a"] * 8), r.get("error", "")])
             records.append(r)
             continue
         for p in r["per_batch"]:
             mine = ours_by_batch.get(p["batch"])
             p["images_per_s"] = p["batch"] / p["median_s"]
             p["ours_speedup"] = p["median_s"] / mine if mine else None
+            # Real-Edit's 560 edits at this batch size and image size: whole batches, the last one padded.
+            p["real_edit_560_s"] = math.ceil(REAL_EDIT_EDITS / p["batch"]) * p["median_s"]
+            same = p.get("vs_first_batch")
+            note = NOTES[r["side"]] + (r.get("error") and f"; {r['error']}" or "")
+            if same:
+                note += f"; image 0 vs batch {r['per_batch'][0]['batch']}: mean |d| {same['mean_abs']:.3f}"
+                note += f", max {same['max_abs']} (uint8)"
             rows.append(
                 [
                     label,
@@ -342,17 +393,18 @@ def summarize(args, results: list[dict]) -> tuple[str, list[dict]]:
                     common.fmt(p["first_s"], ".1f"),
                     common.fmt_bytes(r.get("peak_memory_bytes")),
                     common.fmt(p["ours_speedup"], ".2f", "x"),
-                    NOTES[r["side"]],
+                    common.fmt(p["real_edit_560_s"], ".0f"),
+                    note,
                 ]
             )
         records.append(r)
     header = [
         "side", "batch", "edit s (median)", "images/s", "first call s (compiles)", "peak memory",
-        "ours faster by", "note",
+        "ours faster by", "560 edits s (batches x median)", "note",
     ]  # fmt: skip
     lines = [common.markdown_table(header, rows)]
     gpu = any(common.is_gpu_device(r.get("env", {})) for r in results)
-    standard = args.resolution == 512 and args.steps == 30 and not args.tiny
+    standard = args.width == args.height == 512 and args.steps == 30 and not args.tiny
     if gpu and standard and 1 in ours_by_batch:
         mine = ours_by_batch[1]
         lines.append(
@@ -366,7 +418,7 @@ def summarize(args, results: list[dict]) -> tuple[str, list[dict]]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.side == "jax":
-        common.emit_result(run_jax(args))
+        run_jax(args)  # emits its result after each batch size
         return 0
     if args.side in ("torch-eager", "torch-compile"):
         common.emit_result(run_torch(args, compile_unet=args.side == "torch-compile"))
@@ -382,7 +434,7 @@ def main(argv=None) -> int:
     results = common.run_sides(
         Path(__file__).resolve(),
         sides,
-        common.side_argv(args),
+        common.side_argv(args, exclude=("side", "json", "side_timeout", "budget_s", "width", "height")),
         side_timeout=args.side_timeout,
         budget_s=args.budget_s,
         tag="edit_latency",
@@ -390,13 +442,16 @@ def main(argv=None) -> int:
     model = "tiny smoke models" if args.tiny else "SD 1.5-size models"
     kind = "reward U-Net" if args.reward else "IP2P U-Net"
     title = (
-        f"edit latency, {model} ({kind}, random weights), {args.resolution} px, {args.steps} Euler-ancestral "
-        f"steps, IP2P guidance (3 branches), {args.dtype}, median of {args.iters}"
+        f"edit latency, {model} ({kind}, random weights), {args.width}x{args.height} px, {args.steps} "
+        f"Euler-ancestral steps, IP2P guidance (3 branches), {args.dtype}, median of {args.iters}"
     )
     table, records = summarize(args, results)
     device = next((r["env"].get("device") for r in results if r.get("env")), "unknown")
     print(f"\n## {title}\ndevice: {device}; commit {common.git_commit()}\n")
     print(table)
+    breakdown = common.breakdown_table(results)
+    if breakdown:
+        print("\n" + breakdown.replace("per step", "per edit"))
     gpu = any(common.is_gpu_device(r.get("env", {})) for r in results)
     if args.tiny or not gpu:
         print("(CPU smoke numbers: they show the benchmark runs, not performance)")

@@ -35,6 +35,12 @@
 #         + convolutions inside CUDA graphs (--xla_gpu_enable_command_buffer=+CONVOLUTION: fewer host
 #         gaps between graph launches), + cuDNN cross-attention (auto_padded). Later variants are
 #         skipped when the budget runs out. About 9.5 min.
+#   edit_speed: the editing-speed comparison and its levers in one call (about 9.5 min): ours at 512 px
+#         batch 1 (profiled), 16 and 32 (the 560-edit throughput; the first image of each batch compared
+#         with batch 1's); the diffusers pipeline with the U-Net under torch.compile at batch 1 (12 timed
+#         edits after its compile); ours at batch 1 with convolutions and the sampling loop inside CUDA
+#         graphs (--xla_gpu_enable_command_buffer=+CONVOLUTION,+WHILE,+CONDITIONAL); ours at batch 1
+#         with cuDNN cross-attention (auto_padded); ours at 512x384 (a 4:3 photo after the fit) batch 32.
 #   peer_profile: the torch.compile side alone, profiled; about 2.5 min (a warm machine's second call).
 #   smoke: the tiny CPU-mode runs on the GPU machine (wheels and imports), about 1 min.
 # Outputs under $OUT: one JSON per benchmark run, log.txt (everything), env.txt.
@@ -143,6 +149,18 @@ case "$stage" in
     XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_command_buffer=+CONVOLUTION" \
       bench lever_cmdconv_padded 120 "${common[@]}" --attention auto_padded
     ;;
+  edit_speed)  # the editing-speed issue: same-run comparison at batch 1, the 560-edit batches, two levers
+    CACHE=
+    export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_per_fusion_autotune_cache_dir=/tmp/xla_autotune_cache"
+    edit=(edit_latency.py --resolution 512 --attention auto)
+    CAP_S=230 bench edit_ours 120 "${edit[@]}" --batch 1 16 32 --iters 4 --profile 2 --skip-torch
+    CAP_S=130 bench edit_peer 100 "${edit[@]}" --batch 1 --iters 12 --skip-jax --skip-eager
+    XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_command_buffer=+CONVOLUTION,+WHILE,+CONDITIONAL" CAP_S=75 \
+      bench edit_cmdbuf 50 "${edit[@]}" --batch 1 --iters 8 --skip-torch
+    CAP_S=70 bench edit_padded 50 edit_latency.py --resolution 512 --attention auto_padded --batch 1 \
+      --iters 8 --skip-torch
+    bench edit_384 45 edit_latency.py --size 512x384 --attention auto --batch 32 --iters 3 --skip-torch
+    ;;
   peer_profile)  # the torch.compile side alone, profiled (a second call on the same warm machine)
     bench train256_compile 100 train_step.py --resolution 256 --batch 64 --skip-jax --skip-eager --steps 5 \
       --warmup 2 --profile 3
@@ -166,7 +184,7 @@ case "$stage" in
     bench smoke_edit 30 edit_latency.py --tiny --skip-compile --batch 1
     ;;
   *)
-    echo "usage: $0 one|diag|levers|peer_profile|core|more|smoke" >&2
+    echo "usage: $0 one|diag|levers|edit_speed|peer_profile|core|more|smoke" >&2
     exit 2
     ;;
 esac
