@@ -100,6 +100,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--dtype", choices=("bf16", "fp32"), default="bf16", help="both sides' weights/activations"
     )
     p.add_argument("--reward", action="store_true", help="the reward U-Net (RewardEditPipeline as the peer)")
+    p.add_argument(
+        "--cost-only", action="store_true",
+        help="print the FLOPs of one edit (XLA cost analysis of each component lowered from abstract shapes: "
+        "U-Net x steps at the guidance batch, VAE encode and decode, text encoder) and exit",
+    )  # fmt: skip
     p.add_argument("--skip-jax", action="store_true")
     p.add_argument("--skip-torch", action="store_true", help="no PyTorch peer at all")
     p.add_argument("--skip-compile", action="store_true", help="no torch.compile peer (eager only)")
@@ -209,7 +214,6 @@ def run_jax(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from rewardedit_jax.models.attention import attention_implementation
     from rewardedit_jax.models.clip_text import build_text_encoder
     from rewardedit_jax.models.layers import count_params, fill_random_
     from rewardedit_jax.models.reward import RewardConfig
@@ -237,6 +241,7 @@ def run_jax(args) -> dict:
         SCHEDULER_CONFIG,
         scheduler="euler_ancestral",
         dtype=dtype,
+        attention=args.attention,
         compiler_options=common.TINY_COMPILER_OPTIONS if args.tiny else None,
     )
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_gpu")]
@@ -254,15 +259,14 @@ def run_jax(args) -> dict:
         images = input_images(batch, args.height, args.width)
 
         def edit(images=images, batch=batch):
-            with attention_implementation(args.attention):
-                return sampler(
-                    images,
-                    [INSTRUCTION] * batch,
-                    num_steps=args.steps,
-                    text_guidance=TEXT_GUIDANCE,
-                    image_guidance=IMAGE_GUIDANCE,
-                    seed=SEED,
-                ).images  # host numpy: the call has finished
+            return sampler(
+                images,
+                [INSTRUCTION] * batch,
+                num_steps=args.steps,
+                text_guidance=TEXT_GUIDANCE,
+                image_guidance=IMAGE_GUIDANCE,
+                seed=SEED,
+            ).images  # host numpy: the call has finished
 
         outputs = []
         timing = common.time_calls(edit, outputs.append, warmup=1, iters=args.iters)
@@ -285,6 +289,48 @@ def run_jax(args) -> dict:
         result["compile_count"] = sampler.compile_count
         common.emit_result(result)  # after each batch size: a later one that runs out of time loses nothing
     return result
+
+
+def edit_flops(args, batch: int = 1) -> dict:
+    """FLOPs of one edit call of ``batch`` images, by component, from abstract shapes (no weights)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from rewardedit_jax.models.clip_text import build_text_encoder
+    from rewardedit_jax.models.unet import UNetConfig, build_unet
+    from rewardedit_jax.models.vae import build_vae
+    from rewardedit_jax.training.analysis import cost_flops
+
+    dtype = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
+    cfgs = components(args)
+    unet = build_unet(UNetConfig.from_diffusers(cfgs["unet"]), dtype=dtype, abstract=True)
+    vae = build_vae(cfgs["vae"], dtype=dtype, abstract=True)
+    text = build_text_encoder(cfgs["text_encoder"], dtype=dtype, abstract=True)
+    f = vae.config.downsample_factor
+    h, w, c = args.height // f, args.width // f, vae.config.latent_channels
+    branches = 3 * batch  # the three InstructPix2Pix guidance branches, stacked
+
+    def flops(module, fn, *shapes):
+        graphdef, state = nnx.split(module)
+        run = lambda state, *xs: fn(nnx.merge(graphdef, state), *xs)  # noqa: E731
+        return cost_flops(jax.jit(run).lower(state, *shapes))
+
+    sds = jax.ShapeDtypeStruct
+    unet_step = flops(
+        unet, lambda m, x, t, ctx: m(x, t, ctx), sds((branches, h, w, 2 * c), dtype), sds((), jnp.int32),
+        sds((branches, 77, text.config.hidden_size), dtype),
+    )  # fmt: skip
+    parts = {
+        "unet": args.steps * unet_step,
+        "vae_encode": flops(
+            vae, lambda m, x: m.encode(x)[0], sds((batch, args.height, args.width, 3), dtype)
+        ),
+        "vae_decode": flops(vae, lambda m, z: m.decode(z), sds((batch, h, w, c), dtype)),
+        # instructions, the empty prompt (once per call)
+        "text_encoder": flops(text, lambda m, ids: m(ids)[0], sds((batch + 1, 77), jnp.int32)),
+    }
+    return {"batch": batch, "unet_step": unet_step, "parts": parts, "total": sum(parts.values())}
 
 
 # --- the diffusers peer ---------------------------------------------------------------------------------
@@ -417,6 +463,16 @@ def summarize(args, results: list[dict]) -> tuple[str, list[dict]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.cost_only:
+        cost = edit_flops(args)
+        parts = ", ".join(f"{k} {v / 1e12:.3f}" for k, v in cost["parts"].items())
+        print(
+            f"one edit at {args.width}x{args.height} px, {args.steps} steps: "
+            f"{cost['total'] / 1e12:.2f} TFLOP ({parts}; "
+            f"U-Net step at guidance batch 3: {cost['unet_step'] / 1e12:.3f})"
+        )
+        common.write_json(args.json, {"benchmark": "edit_latency", "cost": cost, "config": vars(args)})
+        return 0
     if args.side == "jax":
         run_jax(args)  # emits its result after each batch size
         return 0

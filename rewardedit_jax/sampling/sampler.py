@@ -50,6 +50,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from rewardedit_jax.models.attention import IMPLEMENTATIONS, attention_implementation
 from rewardedit_jax.models.reward import BEST_FEEDBACK, BEST_SCORES, NUM_SCORES
 from rewardedit_jax.sampling.schedulers import Schedule, make_schedule
 from rewardedit_jax.schedule import NoiseSchedule
@@ -65,6 +66,9 @@ DEFAULT_IMAGE_GUIDANCE = 1.5
 DEFAULT_SEED = 42
 DEFAULT_RESOLUTION = 512
 SIZE_MULTIPLE = 64
+# cuDNN for every attention the GPU allows, the 77-token cross-attention keys padded and masked: the same
+# function as "auto" and the faster one on GPUs (benchmarks/NOTES.md); on CPU and TPU it is "auto".
+DEFAULT_ATTENTION = "auto_padded"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,9 +141,11 @@ class EditSampler:
     Tokenizer`; ``scheduler_config``: the diffusers scheduler config dict (or a ``NoiseSchedule``);
     ``scheduler``: ``euler_ancestral`` (official), ``euler`` or ``ddim``; ``dtype``: parameters and
     activations of the models while sampling (float32 or bfloat16; the scheduler and the latents stay
-    float32); ``mesh``: shard the batch over ``mesh.shape[data_axis]`` devices; ``log``: a function that
-    takes progress lines (e.g. compile times), or None; ``compiler_options``: XLA options for the
-    compilation (e.g. ``{"xla_backend_optimization_level": 0}`` halves CPU compile time in tests).
+    float32); ``mesh``: shard the batch over ``mesh.shape[data_axis]`` devices; ``attention``: the
+    attention implementation the models are traced with (:mod:`rewardedit_jax.models.attention`);
+    ``log``: a function that takes progress lines (e.g. compile times), or None; ``compiler_options``: XLA
+    options for the compilation (e.g. ``{"xla_backend_optimization_level": 0}`` halves CPU compile time in
+    tests).
     """
 
     def __init__(
@@ -154,6 +160,7 @@ class EditSampler:
         dtype=jnp.float32,
         mesh: Mesh | None = None,
         data_axis: str = "data",
+        attention: str = DEFAULT_ATTENTION,
         log: Callable[[str], None] | None = None,
         compiler_options: Mapping[str, Any] | None = None,
     ):
@@ -174,6 +181,9 @@ class EditSampler:
         self.dtype = jnp.dtype(dtype)
         if self.dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
             raise ValueError(f"dtype must be float32, bfloat16 or float16; got {self.dtype}")
+        if attention not in IMPLEMENTATIONS:
+            raise ValueError(f"attention must be one of {IMPLEMENTATIONS}; got {attention!r}")
+        self.attention = attention
         self.tokenizer = tokenizer
         self.has_reward = bool(unet.has_reward)
         self.latent_channels = latent_channels
@@ -345,7 +355,9 @@ class EditSampler:
                     out_specs=(batched, batched),
                     check_vma=False,
                 )
-            compiled = jax.jit(run).lower(self._state, inputs, scales).compile(self.compiler_options or None)
+            with attention_implementation(self.attention):  # chosen when the models are traced
+                lowered = jax.jit(run).lower(self._state, inputs, scales)
+            compiled = lowered.compile(self.compiler_options or None)
             self._compiled[structure] = compiled
             self.compile_count += 1
             self._log(

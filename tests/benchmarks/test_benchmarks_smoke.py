@@ -104,6 +104,14 @@ def test_edit_latency_batches_non_square_sizes_profile_and_the_560_edit_estimate
     assert ours["profile"]["device_ms_per_step"] > 0 and "kernel time per edit (ms)" in stdout, stdout
 
 
+def test_edit_latency_counts_the_flops_of_one_edit_by_component(tmp_path):
+    stdout, payload = run_benchmark("edit_latency.py", tmp_path, "--cost-only", "--size", "48x32")
+    cost = payload["cost"]
+    assert set(cost["parts"]) == {"unet", "vae_encode", "vae_decode", "text_encoder"}, cost
+    assert cost["parts"]["unet"] == pytest.approx(2 * cost["unet_step"]) and cost["unet_step"] > 0
+    assert cost["total"] == pytest.approx(sum(cost["parts"].values())) and "one edit at 48x32 px" in stdout
+
+
 def test_a_side_that_runs_out_of_time_keeps_its_partial_result(tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     try:

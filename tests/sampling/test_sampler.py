@@ -252,6 +252,20 @@ def test_reward_arguments_are_rejected_for_a_stock_model(stock):
     assert sampler.compile_count == 0
 
 
+def test_the_attention_choice_reaches_the_traced_models(stock):
+    with pytest.raises(ValueError, match="attention must be one of"):
+        EditSampler(*stock.components, SCHEDULER_CONFIG, attention="flash")
+    images, _ = make_inputs()
+    # cuDNN attention does not exist on CPU: compiling with it fails, so the choice is what gets traced
+    # (whatever attention_implementation context the caller is in).
+    sampler = EditSampler(
+        *stock.components, SCHEDULER_CONFIG, attention="cudnn", compiler_options=FAST_COMPILE
+    )
+    with pytest.raises(Exception, match="(?i)cudnn|gpu|cuda"):
+        sampler(images, INSTRUCTIONS, num_steps=1)
+    assert EditSampler(*stock.components, SCHEDULER_CONFIG).attention == "auto_padded"
+
+
 @pytest.fixture
 def backend_compiles():
     """The XLA compilations that happen while the test runs (all of jax's, not only the sampler's)."""
