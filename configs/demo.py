@@ -1,6 +1,6 @@
 """The offline demo model: a tiny pixel-space editor trained on `synthetic_edit/16px` on a CPU.
 
-    make demo                       # builds the data, trains, evaluates, exports (see README)
+    make demo                       # builds the data, trains, evaluates, exports (docs/demo.md)
     python -m rewardedit_jax.demo --out demo_out --seeds 0 1
 
 A ~1.0M-parameter U-Net with attention only at 8x8 (docs/sources.md, "Small-model CPU training budget":

@@ -89,7 +89,7 @@ def prepare_tokenizer(folder: Path, words: list[str]) -> None:
     """Write the word tokenizer, or check that the one in ``folder`` spells each word as one token.
 
     Earlier demos wrote tokenizers that split some words ("change", "triangle") into several tokens;
-    models trained with them are not what the README reports, so their output folders are refused.
+    models trained with them are not what docs/demo.md reports, so their output folders are refused.
     """
     from rewardedit_jax.tokenizer import load_tokenizer, write_word_tokenizer
 

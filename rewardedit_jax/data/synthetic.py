@@ -91,7 +91,7 @@ CORRUPTIONS["quality"] = QUALITY_CORRUPTIONS
 # Relative weights of the corruptions applicable to an edit (1 if not listed). A small model reproduces
 # the corruptions that change a whole region the same way (a changed background, faded colours) at about
 # their training rate, and the random small ones (another shape recoloured, a distractor, pixel noise)
-# hardly at all (README, "Offline demo"); these two weigh more so that a model trained without rewards
+# hardly at all (docs/demo.md); these two weigh more so that a model trained without rewards
 # learns failures that a reward-conditioned one can avoid. An unchanged image (`no_edit`) weighs less: it
 # keeps every pixel outside the edit, so a model that learns to skip edits gains preserving for it.
 CORRUPTION_WEIGHTS = {"background_change": 8.0, "washed_out": 2.0, "no_edit": 0.5}
