@@ -420,13 +420,6 @@ def sample_corruptions(rng: np.random.Generator, edit: Edit, source: Scene, conf
     return tuple(kind for _, kind in sorted(chosen, key=lambda pk: order.index(pk[0])))
 
 
-@dataclasses.dataclass
-class _Outcome:
-    content_scene: Scene | None  # None when the content is a pixel mix (incomplete edit).
-    content: np.ndarray | None = None
-    facts: dict = dataclasses.field(default_factory=dict)
-
-
 def _apply_following(kind: str, rng, edit: Edit, source: Scene, facts: dict) -> Scene | None:
     if kind == "no_edit":
         return source

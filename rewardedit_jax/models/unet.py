@@ -10,7 +10,7 @@ Layout is NHWC: ``sample`` (B, H, W, C_in) -> epsilon/v (B, H, W, C_out).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -656,11 +656,3 @@ def build_unet(
     if abstract:
         return abstract_module(lambda: UNet2DConditionModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype))
     return UNet2DConditionModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype)
-
-
-def expected_param_shapes(cfg: UNetConfig) -> Sequence[tuple[str, tuple[int, ...]]]:
-    abstract = build_unet(cfg, abstract=True)
-    return [
-        (".".join(map(str, path)), tuple(v.shape))
-        for path, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))
-    ]
