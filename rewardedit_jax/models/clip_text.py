@@ -26,6 +26,7 @@ from rewardedit_jax.models.layers import (
     Dtype,
     UnsupportedConfigError,
     abstract_module,
+    check_config_keys,
     get_activation,
     layer_norm,
     linear,
@@ -124,17 +125,9 @@ class TextEncoderConfig:
     @classmethod
     def from_transformers(cls, config: Mapping[str, Any]) -> TextEncoderConfig:
         """Validate and normalize a transformers ``CLIPTextConfig`` dict (a ``text_encoder/config.json``)."""
-        for key, value in config.items():
-            if key.startswith("_") or key in _IGNORED:
-                continue
-            if key in _FIXED_DEFAULTS:
-                if value != _FIXED_DEFAULTS[key]:
-                    raise UnsupportedConfigError(
-                        f"unsupported text encoder config key {key!r}={value!r} "
-                        f"(only {_FIXED_DEFAULTS[key]!r} is supported)"
-                    )
-            elif key not in _KNOWN_KEYS:
-                raise UnsupportedConfigError(f"unknown text encoder config key {key!r}={value!r}")
+        check_config_keys(
+            config, what="text encoder", known=_KNOWN_KEYS, fixed=_FIXED_DEFAULTS, ignored=_IGNORED
+        )
         act = config.get("hidden_act", cls.hidden_act)
         if act not in SUPPORTED_ACTIVATIONS or act not in ACTIVATIONS:
             raise UnsupportedConfigError(

@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,35 @@ Dtype = jnp.dtype | None
 
 class UnsupportedConfigError(ValueError):
     """A model config uses a feature this implementation does not model (the message names the key)."""
+
+
+def check_config_keys(
+    config: Mapping[str, Any],
+    *,
+    what: str,
+    known: Collection[str],
+    fixed: Mapping[str, Any] = {},  # noqa: B006  (read only)
+    ignored: Collection[str] = (),
+) -> None:
+    """Refuse the keys of a diffusers/transformers config dict that this implementation does not model.
+
+    ``known`` keys pass (the caller validates their values); a ``fixed`` key passes only with its one
+    supported value, or one of the values in a ``set`` given for it; keys starting with ``_`` (diffusers'
+    bookkeeping) and ``ignored`` keys pass; any other key is an error naming the model (``what``)."""
+    for key, value in config.items():
+        if key.startswith("_") or key in ignored:
+            continue
+        if key in fixed:
+            allowed = fixed[key]
+            choices = allowed if isinstance(allowed, (set, frozenset)) else (allowed,)
+            ok = any(value == choice for choice in choices)
+            if not ok:
+                only = " or ".join(sorted(map(repr, choices)))
+                raise UnsupportedConfigError(
+                    f"unsupported {what} config key {key!r}={value!r} (only {only} is supported)"
+                )
+        elif key not in known:
+            raise UnsupportedConfigError(f"unknown {what} config key {key!r}={value!r}")
 
 
 def logical(*names: str | None) -> dict:

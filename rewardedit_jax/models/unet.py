@@ -23,6 +23,7 @@ from rewardedit_jax.models.layers import (
     TimestepEmbedding,
     UnsupportedConfigError,
     abstract_module,
+    check_config_keys,
     conv2d,
     dropout,
     gelu_exact,
@@ -116,17 +117,8 @@ class UNetConfig:
     @classmethod
     def from_diffusers(cls, config: Mapping[str, Any], reward: RewardConfig | None = None) -> UNetConfig:
         """Validate and normalize a diffusers ``UNet2DConditionModel`` config dict."""
-        for key, value in config.items():
-            if key.startswith("_") or key in _IGNORED:
-                continue
-            if key in _FIXED_DEFAULTS:
-                default = _FIXED_DEFAULTS[key]
-                if value != default and not (key == "mid_block_only_cross_attention" and value is False):
-                    raise UnsupportedConfigError(
-                        f"unsupported U-Net config key {key!r}={value!r} (only {default!r} is supported)"
-                    )
-            elif key not in _KNOWN_KEYS:
-                raise UnsupportedConfigError(f"unknown U-Net config key {key!r}={value!r}")
+        fixed = {**_FIXED_DEFAULTS, "mid_block_only_cross_attention": {None, False}}
+        check_config_keys(config, what="U-Net", known=_KNOWN_KEYS, fixed=fixed, ignored=_IGNORED)
         down = tuple(config.get("down_block_types", cls.down_block_types))
         up = tuple(config.get("up_block_types", cls.up_block_types))
         for kind, types, allowed in (("down", down, DOWN_BLOCK_TYPES), ("up", up, UP_BLOCK_TYPES)):

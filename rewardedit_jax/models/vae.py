@@ -24,7 +24,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rewardedit_jax.models.attention import Attention
-from rewardedit_jax.models.layers import Dtype, UnsupportedConfigError, abstract_module, conv2d, group_norm
+from rewardedit_jax.models.layers import (
+    Dtype,
+    UnsupportedConfigError,
+    abstract_module,
+    check_config_keys,
+    conv2d,
+    group_norm,
+)
 from rewardedit_jax.models.unet import Downsample2D, ResnetBlock2D, Upsample2D
 
 DOWN_BLOCK_TYPE = "DownEncoderBlock2D"
@@ -65,22 +72,8 @@ class VAEConfig:
     @classmethod
     def from_diffusers(cls, config: Mapping[str, Any]) -> VAEConfig:
         """Validate and normalize a diffusers ``AutoencoderKL`` config dict."""
-        for key, value in config.items():
-            if key.startswith("_") or key in _IGNORED:
-                continue
-            if key in _FIXED_DEFAULTS:
-                if value != _FIXED_DEFAULTS[key]:
-                    raise UnsupportedConfigError(
-                        f"unsupported VAE config key {key!r}={value!r} "
-                        f"(only {_FIXED_DEFAULTS[key]!r} is supported)"
-                    )
-            elif key == "act_fn":
-                if value not in _ACTIVATIONS:
-                    raise UnsupportedConfigError(
-                        f"unsupported VAE config key 'act_fn'={value!r} (only 'silu')"
-                    )
-            elif key not in _KNOWN_KEYS:
-                raise UnsupportedConfigError(f"unknown VAE config key {key!r}={value!r}")
+        fixed = {**_FIXED_DEFAULTS, "act_fn": set(_ACTIVATIONS)}
+        check_config_keys(config, what="VAE", known=_KNOWN_KEYS, fixed=fixed, ignored=_IGNORED)
         channels = tuple(int(c) for c in config.get("block_out_channels", cls.block_out_channels))
         for key, allowed in (("down_block_types", DOWN_BLOCK_TYPE), ("up_block_types", UP_BLOCK_TYPE)):
             types = tuple(config.get(key, (allowed,)))
