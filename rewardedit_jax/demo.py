@@ -11,9 +11,7 @@ edit through the PyTorch export; writes ``OUT/results.json``, ``OUT/report.html`
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +20,8 @@ from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
+
+from rewardedit_jax.io import atomic_write_text, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 PERSPECTIVES = ("following", "preserving", "quality")
@@ -356,9 +356,7 @@ def write_report(
         + curves_html(curves or {})
         + f"<h2>Per-seed reports</h2><ul>{links}</ul>"
     )
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(html)
-    os.replace(tmp, out / "report.html")
+    atomic_write_text(out / "report.html", html)
 
 
 RUNS = ("stage1", "baseline", "reward")
@@ -547,9 +545,7 @@ def main(argv=None) -> int:
         "elapsed_s": time.perf_counter() - t0,
         "seed_elapsed_s": {str(k): v for k, v in seed_seconds.items()},
     }
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out / "results.json")
+    write_json(out / "results.json", results, sort_keys=False)
     write_report(out, summary, per_seed, grid_rel, comparison, curves)
     print(table(summary))
     print(

@@ -32,7 +32,8 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from typing import Any
 
 from etils import epath
 
@@ -215,14 +216,10 @@ def read_json(path: str | os.PathLike) -> dict:
     return data
 
 
-def write_json(path: str | os.PathLike, data: Mapping) -> None:
-    """``data`` as indented JSON with sorted keys and a final newline."""
-    path = to_path(path)
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    if is_remote(path):
-        atomic_write_text(path, text)
-    else:
-        path.write_text(text, encoding="utf-8")
+def write_json(path: str | os.PathLike, data: Any, *, sort_keys: bool = True) -> None:
+    """``data`` as indented JSON (keys sorted unless told otherwise) and a final newline, written
+    atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
 
 
 class AppendFile:

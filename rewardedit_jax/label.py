@@ -26,10 +26,10 @@ import logging
 import os
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from rewardedit_jax.io import atomic_write_text
 from rewardedit_jax.judge.cache import AnswerCache
 from rewardedit_jax.judge.client import JudgeFatalError, api_key_env_names, api_key_from_env
 from rewardedit_jax.judge.config import JudgeConfig
@@ -96,22 +96,6 @@ def sibling_path(out: Path, suffix: str) -> Path:
     """OUT.json -> OUT<suffix> (e.g. OUT.failures.jsonl)."""
     stem = out.name[: -len(".json")] if out.name.endswith(".json") else out.name
     return out.with_name(stem + suffix)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def rewards_json(rewards: dict[str, list[dict]]) -> str:
@@ -280,8 +264,8 @@ async def label(
     rewards = {r.id: r.reward_entry() for r in results if r.ok}
     failures = [failure_record(item, r) for item, r in zip(items, results) if not r.ok]
     failures_path = sibling_path(out, ".failures.jsonl")
-    write_atomic(out, rewards_json(rewards))
-    write_atomic(failures_path, "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
+    atomic_write_text(out, rewards_json(rewards))
+    atomic_write_text(failures_path, "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
     usage = judge.usage
     print(
         f"labelled {len(rewards)}/{len(items)} edits -> {out}; {len(failures)} failed -> {failures_path}\n"

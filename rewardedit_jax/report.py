@@ -10,7 +10,6 @@ as is.
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -45,7 +44,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+    io.write_json(path, value, sort_keys=False)
 
 
 # ----------------------------------------------------------------------------------------------------
