@@ -65,6 +65,15 @@ DEFAULT_IMAGE_GUIDANCE = 1.5
 DEFAULT_SEED = 42
 DEFAULT_RESOLUTION = 512
 SIZE_MULTIPLE = 64
+# The dtypes the command-line tools and config.evals offer; auto: resolve_dtype.
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def resolve_dtype(name: str) -> str:
+    """A dtype of :data:`DTYPES` by name: ``auto`` is float32 on CPU and bfloat16 on GPU/TPU."""
+    if name != "auto":
+        return name
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
 @dataclasses.dataclass(frozen=True)
