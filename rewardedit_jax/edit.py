@@ -26,70 +26,28 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import os
 import sys
 import time
 
 import numpy as np
 
-from rewardedit_jax.io import PathError, atomic_write_bytes, check_bucket, read_bytes, to_path
-from rewardedit_jax.parallel import add_distributed_arguments, initialize_distributed
+from rewardedit_jax.cli import (
+    UsageError,
+    add_distributed_arguments,
+    add_sampling_arguments,
+    parse_scores,
+    run_main,
+)
+from rewardedit_jax.io import PathError, check_bucket, read_bytes, to_path
+from rewardedit_jax.report import atomic_write_png
 
-SCHEDULER_CHOICES = ("euler_ancestral", "euler", "ddim")
-DTYPE_CHOICES = ("auto", "float32", "bfloat16")
-
-
-class EditError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
+# edit's user-facing errors are the command-line helpers' (one line, exit status 1).
+EditError = UsageError
 
 
 def _log(message: str) -> None:
     print(f"edit: {message}", file=sys.stderr, flush=True)
-
-
-def parse_scores(text: str, flag: str = "--reward") -> tuple[float, float, float]:
-    """``"5,5,5"`` -> (5.0, 5.0, 5.0): three scores in 0..5 (following, preserving, quality)."""
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        scores = tuple(float(p) for p in parts)
-    except ValueError:
-        raise EditError(f"{flag} must be three comma-separated numbers like 5,5,5; got {text!r}") from None
-    if len(scores) != 3 or not all(math.isfinite(s) for s in scores):
-        raise EditError(f"{flag} must be three comma-separated numbers like 5,5,5; got {text!r}")
-    if not all(0.0 <= s <= 5.0 for s in scores):
-        raise EditError(f"{flag} scores must be in 0..5; got {text!r}")
-    return scores
-
-
-def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str) -> None:
-    """The sampling flags ``edit`` and ``evaluate`` share: reward, guidances, steps, scheduler, dtype."""
-    p.add_argument(
-        "--reward", help="reward scores 'following,preserving,quality' (reward models; default 5,5,5)"
-    )
-    p.add_argument("--feedback", help='feedback text (reward models; default "None; None; None")')
-    p.add_argument("--steps", type=int, default=30, help="sampling steps (default 30)")
-    p.add_argument("--text-guidance", type=float, default=7.5, help="text guidance scale (default 7.5)")
-    p.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale (default 1.5)")
-    p.add_argument("--seed", type=int, default=42, help=seed_help)
-    p.add_argument(
-        "--scheduler", choices=SCHEDULER_CHOICES, default="euler_ancestral", help="default euler_ancestral"
-    )
-    p.add_argument(
-        "--dtype",
-        choices=DTYPE_CHOICES,
-        default="auto",
-        help="model dtype (auto: bfloat16 on GPU/TPU, else float32)",
-    )
-    p.add_argument(
-        "--reward-guidance",
-        type=float,
-        help="reward guidance scale: eps += g (e(reward) - e(low reward)); off by default (reward models)",
-    )
-    p.add_argument("--low-reward", default="0,0,0", help="scores of the low-reward branch (default 0,0,0)")
-    p.add_argument(
-        "--low-feedback", default="", help="feedback text of the low-reward branch (default empty)"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,15 +155,6 @@ def _read_image(path: str | os.PathLike, resolution: int):
         raise EditError(f"{path}: cannot read the image ({reason})") from None
 
 
-def write_png_atomically(image, out: str | os.PathLike) -> None:
-    """Write ``image`` (H, W, 3) uint8 as a PNG to ``out`` (local or remote), atomically."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    atomic_write_bytes(out, buffer.getvalue())
-
-
 def run(args) -> None:
     _check_args(args)
     pairs = edit_pairs(args.image, args.instruction)
@@ -215,17 +164,14 @@ def run(args) -> None:
             sources[image] = _read_image(image, args.resolution)
             _log(f"input {image} fitted to {sources[image].shape[1]}x{sources[image].shape[0]}")
 
-    import jax
     import jax.numpy as jnp
 
     from rewardedit_jax import parallel
     from rewardedit_jax.convert import ConversionError, load_pipeline
-    from rewardedit_jax.sampling import EditSampler
+    from rewardedit_jax.sampling import EditSampler, resolve_dtype
     from rewardedit_jax.schedule import ScheduleError
 
-    dtype_name = args.dtype
-    if dtype_name == "auto":
-        dtype_name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    dtype_name = resolve_dtype(args.dtype)
     dtype = jnp.dtype(dtype_name)
     start = time.perf_counter()
     _log(f"loading {args.model} ({dtype_name})")
@@ -290,7 +236,7 @@ def run(args) -> None:
         made = parallel.generate(
             sampler,
             jobs,
-            lambda job, edited: write_png_atomically(edited, job.key),
+            lambda job, edited: atomic_write_png(job.key, edited),
             batch_size=args.batch_size,
             hosts=hosts,
             host=host,
@@ -307,21 +253,7 @@ def run(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    try:
-        run(args)
-    except (EditError, PathError) as e:  # PathError: a remote file that cannot be read or written
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
 """Benchmarks and evaluators shared by ``python -m rewardedit_jax.evaluate`` and evaluation during training.
 
 - :class:`Benchmark` (the ``test`` split of a built ``real_edit`` or ``synthetic_edit``, its first N edits),
-  :func:`resolve_benchmark` and :func:`fit_image`: which edits are evaluated and how sources are fitted.
+  :func:`resolve_benchmark`, :func:`benchmark_resolution` and :func:`edit_jobs`: which edits are evaluated
+  and how their sources are fitted and seeded for the sampler.
 - The per-edit scores, defined once: :func:`oracle_verdicts` (the synthetic_edit ground-truth oracle,
   :mod:`rewardedit_jax.oracle`), :func:`pixel_metrics` (L1, L2), :func:`clip_metrics` (CLIP-I, CLIP-T) and
   :func:`dino_metrics` (:mod:`rewardedit_jax.reference_metrics`), :func:`gpt_verdicts` (the LVLM judge's
   answer for one edit), and :func:`aggregate` (yes-ratio and mean score per perspective, metric means).
-- Evaluators, small classes with one interface (``score(records) -> (judgments, metrics)`` per edit index,
-  and ``summarize(records)`` -> the aggregate): :class:`OracleEvaluator`, :class:`ReferenceEvaluator` and
-  :class:`GptEvaluator`, made by :func:`make_evaluator`. The trainer's ``config.evals``
-  (:mod:`rewardedit_jax.training.evals`) runs them on freshly sampled edits; the ``evaluate`` CLI scores its
-  edits (cached per edit in its output folder) with the same functions.
+- Evaluators, small classes constructed with their settings by :func:`make_evaluator`, with one interface
+  (``score(records) -> (judgments, metrics)`` per edit index, ``summarize(records)`` -> the aggregate):
+  :class:`OracleEvaluator`, :class:`ReferenceEvaluator` and :class:`GptEvaluator`. The trainer's
+  ``config.evals`` (:mod:`rewardedit_jax.training.evals`) scores freshly sampled edits with them; the
+  ``evaluate`` CLI scores the edits of its output folder with the same objects, caching each edit's
+  judgment and model metrics in the folder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import dataclasses
 import io
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from etils import epath
 
 from rewardedit_jax import reference_metrics
 from rewardedit_jax.io import to_path
+from rewardedit_jax.parallel import EditJob
 
 BENCHMARKS = ("real_edit", "synthetic_edit")
 DEFAULT_SYNTHETIC_CONFIG = "32px"  # the synthetic_edit builder's default config
@@ -176,6 +179,36 @@ def edit_seed(seed: int, edit: BenchmarkEdit) -> int:
     return (seed + edit.index) % 2**32
 
 
+def benchmark_resolution(kind: str, resolution: int | None) -> int | None:
+    """The long side sources are fitted to: the given one, else the official protocol's 512 for real_edit
+    and None (the native size) for synthetic_edit."""
+    if resolution is None and kind == "real_edit":
+        from rewardedit_jax.sampling.sampler import DEFAULT_RESOLUTION
+
+        return DEFAULT_RESOLUTION
+    return resolution
+
+
+def edit_jobs(
+    bench: Benchmark,
+    edits: Sequence[BenchmarkEdit],
+    *,
+    resolution: int | None,
+    multiple: int,
+    seed_of: Callable[[BenchmarkEdit], int],
+) -> list[EditJob]:
+    """One :class:`~rewardedit_jax.parallel.EditJob` per edit, keyed by the edit: its source fitted for
+    editing (sides multiples of ``multiple``, the VAE factor), its instruction and ``seed_of(edit)``. A
+    photo several edits share (Real-Edit) is decoded and fitted once."""
+    fitted: dict[str, np.ndarray] = {}
+    for edit in edits:
+        if edit.source_key not in fitted:
+            image = bench.source(edit)
+            size = bench.fitted_size(image.width, image.height, resolution, multiple)
+            fitted[edit.source_key] = fit_image(image, size)
+    return [EditJob(fitted[e.source_key], e.instruction, seed_of(e), e) for e in edits]
+
+
 def fit_image(image, size: tuple[int, int]) -> np.ndarray:
     """``image`` (PIL) fitted to ``size`` (width, height): centre crop + LANCZOS, as ``load_edit_image``."""
     from PIL import Image, ImageOps
@@ -278,6 +311,23 @@ def gpt_verdicts(item) -> tuple[dict[str, dict], dict[str, str] | None]:
     return verdicts, (None if item.ok else dict(item.failures))
 
 
+def gpt_metadata(judge_config) -> dict:
+    """What results record about the LVLM judge: ``judge_model``, ``judge_protocol`` and ``judge_details``
+    (prompt hashes, never prompt text). A missing or changed official file is a one-line EvaluationError."""
+    from rewardedit_jax.judge import protocol_metadata
+    from rewardedit_jax.judge.official import OfficialRepoError
+
+    try:
+        details = protocol_metadata(judge_config)
+    except (OfficialRepoError, ValueError, RuntimeError) as e:
+        raise EvaluationError(str(e)) from None
+    return {
+        "judge_model": judge_config.model,
+        "judge_protocol": judge_config.protocol,
+        "judge_details": details,
+    }
+
+
 # ----------------------------------------------------------------------------------------------------
 # Evaluators.
 
@@ -285,31 +335,47 @@ def gpt_verdicts(item) -> tuple[dict[str, dict], dict[str, str] | None]:
 @dataclasses.dataclass
 class EditRecord:
     """One generated edit to score: the benchmark edit, its stored source and reference (PIL or arrays;
-    target None without references), the edited image, and where the fitted source and the edit were written
-    (the GPT judge reads files)."""
+    target None without references), the edited image, where the fitted source and the edit were written
+    (the GPT judge reads files), and the size the judge is sent both images at (None: as written; the
+    official protocol's size otherwise). An evaluator reads only what it needs: a caller that holds many
+    edits may leave the images it does not read None (see :attr:`Evaluator.reads_files` and
+    :attr:`Evaluator.needs_source`)."""
 
     edit: BenchmarkEdit
     source: Any
-    edited: np.ndarray
+    edited: Any
     target: Any = None
     source_path: str | None = None
     edited_path: str | None = None
+    sent_size: tuple[int, int] | None = None
 
 
 class Evaluator:
     """Scores generated edits. ``score(records)`` -> (judgments, metrics), each a dict by edit index;
-    ``summarize(records)`` -> the :func:`aggregate` block without its counts' ``None`` entries."""
+    ``summarize(records)`` -> the :func:`aggregate` block without its ``None`` entries."""
 
     kind = ""
     judged = False  # whether it answers the three perspectives
+    reads_files = False  # scores the written files (the records' paths), not the images they hold
+    needs_source = False  # compares the edit with its unedited source
+
+    @property
+    def name(self) -> str:
+        """What made a judgment: cached judgments are reused under the same name only."""
+        return self.kind
 
     def score(self, records: Sequence[EditRecord]) -> tuple[dict[int, dict], dict[int, dict]]:
         raise NotImplementedError
 
-    def summarize(self, records: Sequence[EditRecord]) -> dict[str, Any]:
-        judgments, metrics = self.score(records)
+    def summary(
+        self, records: Sequence[EditRecord], judgments: Mapping[int, dict], metrics: Mapping[int, dict]
+    ) -> dict[str, Any]:
+        """The :func:`aggregate` block of scored ``records``, without its ``None`` entries."""
         block = aggregate([r.edit for r in records], judgments, metrics, self.judged)
         return {k: v for k, v in block.items() if v is not None}
+
+    def summarize(self, records: Sequence[EditRecord]) -> dict[str, Any]:
+        return self.summary(records, *self.score(records))
 
 
 class OracleEvaluator(Evaluator):
@@ -317,6 +383,7 @@ class OracleEvaluator(Evaluator):
 
     kind = "oracle"
     judged = True
+    needs_source = True
 
     def score(self, records):
         judgments = {}
@@ -327,9 +394,14 @@ class OracleEvaluator(Evaluator):
         return judgments, {}
 
 
+# The reference metrics in groups: what one model (or none, for the pixel distances) computes.
+METRIC_GROUPS = {"pixel": ("l1", "l2"), "clip": ("clip_i", "clip_t"), "dino": ("dino",)}
+
+
 class ReferenceEvaluator(Evaluator):
     """Reference metrics: L1 and L2 against the target; CLIP-I and CLIP-T with ``clip_model``, DINO with
-    ``dino_model`` (local transformers folders; :mod:`rewardedit_jax.reference_metrics`)."""
+    ``dino_model`` (local transformers folders; :mod:`rewardedit_jax.reference_metrics`). Each model is
+    loaded on first use and kept."""
 
     kind = "reference"
 
@@ -337,13 +409,21 @@ class ReferenceEvaluator(Evaluator):
         self.clip_model, self.dino_model = clip_model or None, dino_model or None
         self._clip = self._dino = None
 
-    def score(self, records):
+    @property
+    def models(self) -> dict[str, str]:
+        """The model groups of :data:`METRIC_GROUPS` this evaluator computes -> their model folders."""
+        found = {"clip": self.clip_model, "dino": self.dino_model}
+        return {group: model for group, model in found.items() if model}
+
+    def score(self, records, groups: Sequence[str] = tuple(METRIC_GROUPS)):
+        """The metrics of ``groups`` (default all; a model group only with its model) for each record."""
         metrics: dict[int, dict] = {r.edit.index: {} for r in records}
         with_refs = [r for r in records if r.target is not None]
-        for r in with_refs:
-            metrics[r.edit.index].update(pixel_metrics(r.edited, r.target))
+        if "pixel" in groups:
+            for r in with_refs:
+                metrics[r.edit.index].update(pixel_metrics(r.edited, r.target))
         try:
-            if self.clip_model and records:
+            if "clip" in groups and self.clip_model and records:
                 self._clip = self._clip or reference_metrics.ClipScorer(self.clip_model)
                 targets = [r.target for r in records] if len(with_refs) == len(records) else None
                 found = clip_metrics(
@@ -351,7 +431,7 @@ class ReferenceEvaluator(Evaluator):
                 )
                 for r, values in zip(records, found):
                     metrics[r.edit.index].update(values)
-            if self.dino_model and with_refs:
+            if "dino" in groups and self.dino_model and with_refs:
                 self._dino = self._dino or reference_metrics.DinoScorer(self.dino_model)
                 found = dino_metrics(self._dino, [r.edited for r in with_refs], [r.target for r in with_refs])
                 for r, values in zip(with_refs, found):
@@ -363,13 +443,26 @@ class ReferenceEvaluator(Evaluator):
 
 class GptEvaluator(Evaluator):
     """The LVLM judge (:mod:`rewardedit_jax.judge`, eval mode) on the edits' files; ``failed`` counts the
-    edits it could not judge."""
+    edits it could not judge (their judgment holds ``failed``: perspective -> reason). All records go to
+    the judge at once: it keeps ``judge_config.concurrency`` requests in flight and caches every answer."""
 
     kind = "gpt"
     judged = True
+    reads_files = True
 
-    def __init__(self, judge_config):
+    def __init__(self, judge_config, *, progress: bool = False, log: Callable[[str], None] | None = None):
         self.judge_config = judge_config
+        self.progress = progress
+        self.log = log or (lambda message: None)
+
+    @property
+    def name(self) -> str:
+        if self.judge_config.protocol == "official":
+            return f"gpt:{self.judge_config.model}:{self.metadata()['judge_details']['version']}"
+        return f"gpt:{self.judge_config.model}"
+
+    def metadata(self) -> dict:
+        return gpt_metadata(self.judge_config)
 
     def score(self, records):
         from rewardedit_jax.judge import JudgeFatalError, evaluate_edits
@@ -382,25 +475,39 @@ class GptEvaluator(Evaluator):
                 "source": r.source_path,
                 "edited": r.edited_path,
                 "instruction": r.edit.instruction,
-                "sent_size": None,
+                "sent_size": r.sent_size,
             }
             for r in records
         ]
+        config = self.judge_config
+        self.log(
+            f"judging {len(items)} edits with {config.model}, {config.protocol} protocol "
+            f"(cache {config.cache_path})"
+        )
         try:
-            result = evaluate_edits(items, self.judge_config, progress=False)
+            result = evaluate_edits(items, config, progress=self.progress)
         except JudgeFatalError as e:
             raise EvaluationError(f"judge: {e}") from None
         judgments = {}
         for r, item in zip(records, result.items):
             verdicts, failed = gpt_verdicts(item)
             judgments[r.edit.index] = {**verdicts, **({"failed": failed} if failed else {})}
+        failures = sum("failed" in j for j in judgments.values())
+        self.log(f"judged {len(items)} edits, {failures} failed, ${result.cost_usd:.4f}")
         return judgments, {}
 
 
 def make_evaluator(
-    kind: str, *, clip_model: str | None = None, dino_model: str | None = None, judge_config=None
-):
-    """The evaluator of type ``kind`` (:data:`EVALUATOR_TYPES`)."""
+    kind: str,
+    *,
+    clip_model: str | None = None,
+    dino_model: str | None = None,
+    judge_config=None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Evaluator:
+    """The evaluator of type ``kind`` (:data:`EVALUATOR_TYPES`) with its settings: the reference models
+    (``reference``), the judge's configuration, progress bar and log (``gpt``)."""
     if kind == "oracle":
         return OracleEvaluator()
     if kind == "reference":
@@ -408,5 +515,5 @@ def make_evaluator(
     if kind == "gpt":
         if judge_config is None:
             raise EvaluationError("the gpt evaluator needs a judge configuration")
-        return GptEvaluator(judge_config)
+        return GptEvaluator(judge_config, progress=progress, log=log)
     raise EvaluationError(f"unknown evaluator type {kind!r}; one of {', '.join(EVALUATOR_TYPES)}")

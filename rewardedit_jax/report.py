@@ -1,10 +1,10 @@
 """The evaluation's human-readable outputs: image grids per edit type and ``report.html``; atomic writes.
 
-Used by :mod:`rewardedit_jax.evaluate` (docs/evaluation.md). Every file is written atomically (a
-temporary file renamed into place, or a single upload to an object store; see :mod:`rewardedit_jax.io`), so
-an interrupted run never leaves a half-written ``results.json``, ``report.html`` or grid. The report links
-the images by relative paths (``images/...``, ``inputs/...``), so the output folder can be moved or served
-as is.
+Used by :mod:`rewardedit_jax.evaluate` (docs/evaluation.md), evaluation during training and ``edit``.
+Every file is written atomically (a temporary file renamed into place, or a single upload to an object
+store; see :mod:`rewardedit_jax.io`), so an interrupted run never leaves a half-written ``results.json``,
+``report.html`` or grid. The report links the images by relative paths (``images/...``, ``inputs/...``), so
+the output folder can be moved or served as is.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import html
 import math
 import os
 from collections.abc import Mapping, Sequence
+from io import BytesIO
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
     io.write_json(path, value, sort_keys=False)
+
+
+def png_bytes(image) -> bytes:
+    """An RGB uint8 (H, W, 3) array as PNG bytes."""
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def atomic_write_png(path: str | os.PathLike, image) -> None:
+    """Write ``image`` (H, W, 3) uint8 as a PNG to ``path`` (local or remote), atomically."""
+    atomic_write_bytes(path, png_bytes(image))
 
 
 # ----------------------------------------------------------------------------------------------------

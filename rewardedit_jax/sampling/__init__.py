@@ -11,16 +11,19 @@ See ``docs/sampling.md``.
 """
 
 from rewardedit_jax.sampling.sampler import (
+    DTYPES,
     LOW_REWARD_FEEDBACK,
     LOW_REWARD_SCORES,
     EditSampler,
     SampleOutput,
     edit_size,
     load_edit_image,
+    resolve_dtype,
 )
 from rewardedit_jax.sampling.schedulers import SCHEDULERS, Schedule, make_schedule
 
 __all__ = [
+    "DTYPES",
     "LOW_REWARD_FEEDBACK",
     "LOW_REWARD_SCORES",
     "SCHEDULERS",
@@ -30,4 +33,5 @@ __all__ = [
     "edit_size",
     "load_edit_image",
     "make_schedule",
+    "resolve_dtype",
 ]

@@ -69,6 +69,15 @@ SIZE_MULTIPLE = 64
 # cuDNN for every attention the GPU allows, the 77-token cross-attention keys padded and masked: the same
 # function as "auto" and the faster one on GPUs (benchmarks/NOTES.md); on CPU and TPU it is "auto".
 DEFAULT_ATTENTION = "auto_padded"
+# The dtypes the command-line tools and config.evals offer; auto: resolve_dtype.
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def resolve_dtype(name: str) -> str:
+    """A dtype of :data:`DTYPES` by name: ``auto`` is float32 on CPU and bfloat16 on GPU/TPU."""
+    if name != "auto":
+        return name
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,6 +43,7 @@ import numpy as np
 from rewardedit_jax import evaluators, parallel
 from rewardedit_jax.evaluators import EVALUATOR_TYPES, EvaluationError
 from rewardedit_jax.io import to_path
+from rewardedit_jax.sampling import DTYPES, SCHEDULERS, resolve_dtype
 from rewardedit_jax.training.sharding import ConfigError
 
 log = logging.getLogger("rewardedit_jax.train")
@@ -67,8 +68,6 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "judge_model": "",
     "judge_base_url": "",
 }
-SCHEDULERS = ("euler_ancestral", "euler", "ddim")
-DTYPES = ("auto", "float32", "bfloat16")
 GRID_CELL = 96
 EVAL_DIR = "eval"
 
@@ -103,9 +102,7 @@ class EvalSpec:
         return (self.resolved_dtype(), self.scheduler)
 
     def resolved_dtype(self) -> str:
-        if self.dtype != "auto":
-            return self.dtype
-        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+        return resolve_dtype(self.dtype)
 
 
 def check_evals(config) -> list[EvalSpec]:
@@ -309,21 +306,14 @@ class TrainingEvals:
             self._benches[spec.name] = _benchmark(spec, self._config)
         bench = self._benches[spec.name]
         out = self.workdir / EVAL_DIR / str(step) / evaluators._safe(spec.name)
-        resolution = spec.resolution or None
-        if resolution is None and bench.kind == "real_edit":
-            from rewardedit_jax.sampling.sampler import DEFAULT_RESOLUTION
-
-            resolution = DEFAULT_RESOLUTION  # as evaluate: the official protocol's 512
-        jobs, sources, targets = [], {}, {}
-        for edit in bench.edits:
-            source = bench.source(edit)
-            size = bench.fitted_size(source.width, source.height, resolution, sampler.vae_factor)
-            sources[edit.index] = source
-            targets[edit.index] = bench.target(edit) if bench.has_references else None
-            fitted = evaluators.fit_image(source, size)
-            jobs.append(
-                parallel.EditJob(fitted, edit.instruction, evaluators.edit_seed(spec.seed, edit), edit)
-            )
+        evaluator = self._evaluator(spec)
+        jobs = evaluators.edit_jobs(  # the sources, sizes and seeds of `evaluate`
+            bench,
+            bench.edits,
+            resolution=evaluators.benchmark_resolution(bench.kind, spec.resolution or None),
+            multiple=sampler.vae_factor,
+            seed_of=lambda edit: evaluators.edit_seed(spec.seed, edit),
+        )
         edited: dict[int, np.ndarray] = {}
         parallel.generate(
             sampler,
@@ -342,28 +332,26 @@ class TrainingEvals:
                 out / "inputs" / f"{edit.name}.png",
                 out / "images" / f"{edit.name}.png",
             )
-            report.atomic_write_bytes(source_path, _png(job.image))
-            report.atomic_write_bytes(edited_path, _png(edited[edit.index]))
+            report.atomic_write_png(source_path, job.image)
+            report.atomic_write_png(edited_path, edited[edit.index])
             records.append(
                 evaluators.EditRecord(
                     edit,
-                    sources[edit.index],
-                    edited[edit.index],
-                    targets[edit.index],
-                    str(source_path),
-                    str(edited_path),
+                    source=bench.source(edit) if evaluator.needs_source else None,
+                    edited=edited[edit.index],
+                    target=bench.target(edit) if bench.has_references else None,
+                    source_path=str(source_path),
+                    edited_path=str(edited_path),
                 )
             )
-        evaluator = self._evaluator(spec)
         judgments, metrics = evaluator.score(records)
-        summary = evaluators.aggregate([r.edit for r in records], judgments, metrics, evaluator.judged)
-        summary = {k: v for k, v in summary.items() if v is not None}
+        summary = evaluator.summary(records, judgments, metrics)
         strips = []  # source (fitted) | edit | reference
         for job, r in zip(jobs, records):
             reference = [] if r.target is None else [np.asarray(r.target.convert("RGB"))]
             strips.append([job.image, r.edited, *reference])
         grid = report.make_grid(strips, cell=GRID_CELL)
-        report.atomic_write_bytes(out / "grid.png", _png(grid))
+        report.atomic_write_png(out / "grid.png", grid)
         seconds = time.perf_counter() - start
         rows = {f"eval/{spec.name}/{k}": float(v) for k, v in summary.items() if k != "n"}
         rows[f"eval/{spec.name}/seconds"] = seconds
@@ -405,9 +393,3 @@ def eval_params(state):
 
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)
-
-
-def _png(image) -> bytes:
-    from rewardedit_jax.training.metrics import png_bytes
-
-    return png_bytes(image)

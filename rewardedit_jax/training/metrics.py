@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 
 from rewardedit_jax.io import AppendFile, makedirs, to_path
+from rewardedit_jax.report import png_bytes
 
 _CRC_TABLE = []
 for _i in range(256):
@@ -80,18 +81,6 @@ def image_event(tag: str, png: bytes, height: int, width: int, step: int, wall_t
         + _field(2, 0, _varint(int(step)))
         + _length_delimited(5, _length_delimited(1, value_msg))
     )
-
-
-def png_bytes(image) -> bytes:
-    """An RGB uint8 (H, W, 3) array as PNG bytes."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def file_version_event(wall_time: float) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import struct
 
 import numpy as np
@@ -16,6 +17,24 @@ from rewardedit_jax.training.sharding import ConfigError
 
 PERSPECTIVES = ("following", "preserving", "quality")
 SAMPLING = dict(steps=2, num_edits=4, batch_size=4, seed=42, dtype="float32")
+
+
+def _spy_on_scoring(monkeypatch) -> list[type]:
+    """The class of every evaluator that scores edits from now on (the scoring still runs)."""
+    from rewardedit_jax import evaluators
+
+    scored = []
+    for cls in (evaluators.OracleEvaluator, evaluators.ReferenceEvaluator, evaluators.GptEvaluator):
+
+        def score(self, records, *args, _original=cls.score, **kwargs):
+            scored.append(type(self))
+            return _original(self, records, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "score", score)
+    return scored
+
+
+TRAINER_SCORED: list[type] = []  # the evaluator classes that scored while the `run` fixture trained
 
 
 def _evals_config(tokenizer, data_dir, **evals):
@@ -35,7 +54,10 @@ def run(tmp_path_factory, tiny_tokenizer, synthetic_dir):
         oracle=dict(type="oracle", every_steps=3, data="synthetic_edit/tiny", **SAMPLING),
         ref=dict(type="reference", every_steps=4, data="synthetic_edit/tiny", **SAMPLING),
     )
-    trainer.train_and_evaluate(config, workdir)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        scored = _spy_on_scoring(monkeypatch)
+        trainer.train_and_evaluate(config, workdir)
+    TRAINER_SCORED[:] = scored
     return workdir
 
 
@@ -170,6 +192,43 @@ def test_oracle_numbers_equal_the_evaluate_cli_for_the_same_weights(run, tmp_pat
     assert [{p: e["judgment"][p] for p in PERSPECTIVES} for e in judged] == [
         {p: j[p] for p in PERSPECTIVES} for j in sorted(cli, key=lambda j: j["index"])
     ]
+
+
+def test_the_trainer_and_the_cli_score_with_the_same_evaluator_classes(
+    run, tmp_path, synthetic_dir, monkeypatch
+):
+    """The CLI, given the edits the trainer made at step 8, scores them with the classes the trainer used
+    and gets the trainer's numbers."""
+    from rewardedit_jax import evaluators
+    from rewardedit_jax.evaluate import evaluate
+
+    assert set(TRAINER_SCORED) == {evaluators.OracleEvaluator, evaluators.ReferenceEvaluator}
+    out = tmp_path / "cli"
+    shutil.copytree(run / "eval" / "8" / "oracle" / "images", out / "images")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("every edit is there: nothing to generate")
+
+    monkeypatch.setattr("rewardedit_jax.convert.load_pipeline", no_model)
+    cli_scored = _spy_on_scoring(monkeypatch)
+    results = evaluate(
+        run,
+        "synthetic_edit/tiny",
+        synthetic_dir,
+        out,
+        judge="oracle",
+        steps=SAMPLING["steps"],
+        limit=SAMPLING["num_edits"],
+        dtype="float32",
+        progress=False,
+        log=None,
+    )
+    assert set(cli_scored) == set(TRAINER_SCORED)
+    assert results["run"]["generated"] == 0 and results["run"]["judged"] == SAMPLING["num_edits"]
+    overall, oracle, ref = results["overall"], _eval_rows(run, "oracle")[8], _eval_rows(run, "ref")[8]
+    for key in [f"{p}_{x}" for p in PERSPECTIVES for x in ("yes", "score")]:
+        assert overall[key] == oracle[key]
+    assert (overall["l1"], overall["l2"]) == (ref["l1"], ref["l2"])
 
 
 @pytest.mark.parametrize(
