@@ -19,8 +19,15 @@ from rewardedit_jax.parallel import add_distributed_arguments, initialize_distri
 # flax (tests/test_evaluate_settings.py checks that they agree).
 SCHEDULER_CHOICES = ("euler_ancestral", "euler", "ddim")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+# rewardedit_jax.models.attention's IMPLEMENTATIONS, the sampler's default (DEFAULT_ATTENTION) first.
+ATTENTION_CHOICES = ("auto_padded", "auto", "xla", "cudnn")
+# Edits per device per sampler call: on an H200, 16 edits per call made 512x384 edits 5% faster than 8 and
+# as fast as 32 (benchmarks/RESULTS.md, 2026-12-04), and pads the last call of a size less than 32.
+DEFAULT_BATCH_SIZE = 16
 
 __all__ = [
+    "ATTENTION_CHOICES",
+    "DEFAULT_BATCH_SIZE",
     "DTYPE_CHOICES",
     "SCHEDULER_CHOICES",
     "UsageError",
@@ -50,7 +57,8 @@ def parse_scores(text: str, flag: str = "--reward") -> tuple[float, float, float
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str) -> None:
-    """The sampling flags ``edit`` and ``evaluate`` share: reward, guidances, steps, scheduler, dtype."""
+    """The sampling flags ``edit`` and ``evaluate`` share: reward, guidances, steps, scheduler, dtype,
+    attention."""
     p.add_argument(
         "--reward", help="reward scores 'following,preserving,quality' (reward models; default 5,5,5)"
     )
@@ -67,6 +75,13 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str) -> Non
         choices=DTYPE_CHOICES,
         default="auto",
         help="model dtype (auto: bfloat16 on GPU/TPU, else float32)",
+    )
+    p.add_argument(
+        "--attention",
+        choices=ATTENTION_CHOICES,
+        default=ATTENTION_CHOICES[0],
+        help="attention implementation (default auto_padded: cuDNN flash attention on GPUs, the 77-token "
+        "text keys padded and masked, the fastest measured; XLA on CPU and TPU)",
     )
     p.add_argument(
         "--reward-guidance",

@@ -4,7 +4,7 @@
         [--reward 5,5,5] [--feedback "None; None; None"] [--steps 30] [--text-guidance 7.5] \\
         [--image-guidance 1.5] [--seed 42] [--resolution 512] [--scheduler euler_ancestral]
     python -m rewardedit_jax.edit --model PATH --image A.jpg --image B.jpg --instruction "make it snowy" \\
-        --out OUTDIR [--batch-size 8] [--shared-noise]
+        --out OUTDIR [--batch-size 16] [--shared-noise]
 
 ``PATH`` is a diffusers pipeline folder or a Flax model directory (``python -m rewardedit_jax.convert
 import``). The input is fitted like the official protocol (long side about ``--resolution``, both sides
@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 from rewardedit_jax.cli import (
+    DEFAULT_BATCH_SIZE,
     UsageError,
     add_distributed_arguments,
     add_sampling_arguments,
@@ -77,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=int,
-        default=8,
-        help="several edits: edits per device per sampler call (default 8)",
+        default=DEFAULT_BATCH_SIZE,
+        help=f"several edits: edits per device per sampler call (default {DEFAULT_BATCH_SIZE})",
     )
     p.add_argument("--resolution", type=int, default=512, help="long side of the fitted input (default 512)")
     add_distributed_arguments(p)
@@ -213,7 +214,7 @@ def run(args) -> None:
     mesh = parallel.local_mesh()  # several edits: each sampler call sharded over this host's devices
     try:
         sampler = EditSampler.from_pipeline(
-            pipeline, scheduler=args.scheduler, dtype=dtype, mesh=mesh, log=_log
+            pipeline, scheduler=args.scheduler, dtype=dtype, mesh=mesh, attention=args.attention, log=_log
         )
     except ScheduleError as e:
         raise EditError(f"{args.model}: {e}") from None

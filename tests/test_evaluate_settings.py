@@ -130,3 +130,18 @@ def test_a_real_edit_resolution_below_64_and_the_oracle_are_refused(paths, capsy
 
 def test_the_parser_choices_are_the_samplers():
     assert cli.SCHEDULER_CHOICES == sampling.SCHEDULERS and cli.DTYPE_CHOICES == sampling.DTYPES
+    from rewardedit_jax.models.attention import IMPLEMENTATIONS
+    from rewardedit_jax.sampling.sampler import DEFAULT_ATTENTION
+
+    assert set(cli.ATTENTION_CHOICES) == set(IMPLEMENTATIONS)
+    assert cli.ATTENTION_CHOICES[0] == DEFAULT_ATTENTION
+
+
+def test_the_attention_and_batch_size_defaults_and_choice(paths, capsys):
+    settings = EvalSettings.from_args(build_parser().parse_args(common(paths)))
+    assert (settings.attention, settings.batch_size) == ("auto_padded", 16)
+    settings = EvalSettings.from_args(build_parser().parse_args(common(paths) + ["--attention", "xla"]))
+    assert settings.attention == "xla"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(common(paths) + ["--attention", "flash"])
+    assert "--attention: invalid choice: 'flash'" in capsys.readouterr().err

@@ -3,7 +3,7 @@
     python -m rewardedit_jax.evaluate --model PATH --benchmark real_edit|synthetic_edit[/CONFIG] \\
         --data-dir D --out OUTDIR [--judge gpt|oracle|none] [--reward 5,5,5] [--steps 30] \\
         [--reward-guidance G [--low-reward 0,0,0] [--low-feedback TEXT]] \\
-        [--batch-size 8] [--limit N] [--clip-model CLIP_DIR] [--dino-model DINO_DIR]
+        [--batch-size 16] [--limit N] [--clip-model CLIP_DIR] [--dino-model DINO_DIR]
 
 Runs the Real-Edit protocol of the paper (docs/sources.md, "Real-Edit evaluation protocol") end to end:
 every edit of the benchmark's

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH_SIZE,
-        help="edits per device per sampler call (default 8)",
+        help=f"edits per device per sampler call (default {DEFAULT_BATCH_SIZE})",
     )
     p.add_argument("--limit", type=int, help="only the first N edits (quick looks)")
     p.add_argument("--clip-model", help="local transformers CLIPModel folder for CLIP-I / CLIP-T")

@@ -135,6 +135,7 @@ def _load_sampler(
             scheduler=s.scheduler,
             dtype=dtype,
             mesh=parallel.local_mesh(),  # the batch sharded over this host's devices
+            attention=s.attention,
             log=log,
             compiler_options=s.compiler_options,
         )

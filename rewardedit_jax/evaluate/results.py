@@ -60,6 +60,7 @@ def write_results(
             "generation": {k: v for k, v in generation.as_dict().items() if k not in ("model", "benchmark")},
             "reward_condition": recorded.get("reward_condition"),
             "batch_size": settings.batch_size,
+            "attention": settings.attention,
             "devices": jax.device_count(),  # the devices (of every host) that generated the edits
             "hosts": jax.process_count(),
             "limit": settings.limit,

@@ -25,7 +25,7 @@ from rewardedit_jax.io import PathError, check_bucket, is_remote, resolve, to_pa
 
 JUDGES = ("gpt", "oracle", "none")
 DEFAULT_JUDGE = {"real_edit": "gpt", "synthetic_edit": "oracle"}
-DEFAULT_BATCH_SIZE = 8
+DEFAULT_BATCH_SIZE = cli.DEFAULT_BATCH_SIZE
 # Settings whose change makes earlier edits in the output folder invalid.
 GENERATION_KEYS = (
     "model",
@@ -114,6 +114,7 @@ class EvalSettings:
     dino_model: str | None
     compiler_options: Mapping[str, Any] | None = None
     progress: bool = True
+    attention: str = cli.ATTENTION_CHOICES[0]  # the sampler's attention implementation
 
     @property
     def kind(self) -> str:
@@ -202,6 +203,7 @@ class EvalSettings:
             dino_model=args.dino_model,
             judge_config=judge_config,
             progress=not args.no_progress,
+            attention=args.attention,
         )
 
     @classmethod
@@ -234,6 +236,7 @@ class EvalSettings:
         judge_config=None,
         compiler_options: Mapping[str, Any] | None = None,
         progress: bool = True,
+        attention: str = cli.ATTENTION_CHOICES[0],
     ) -> EvalSettings:
         """Checked settings from :func:`rewardedit_jax.evaluate.evaluate`'s arguments (documented there)."""
         kind = benchmark.partition("/")[0]
@@ -257,6 +260,8 @@ class EvalSettings:
             raise EvaluationError(f"--scheduler must be one of {', '.join(cli.SCHEDULER_CHOICES)}")
         if dtype not in cli.DTYPE_CHOICES:
             raise EvaluationError(f"--dtype must be one of {', '.join(cli.DTYPE_CHOICES)}")
+        if attention not in cli.ATTENTION_CHOICES:
+            raise EvaluationError(f"--attention must be one of {', '.join(cli.ATTENTION_CHOICES)}")
         reward_scores = _parse_scores(reward, "--reward")
         if reward_guidance is not None and not math.isfinite(reward_guidance):
             raise EvaluationError(f"--reward-guidance must be a finite number; got {reward_guidance}")
@@ -316,6 +321,7 @@ class EvalSettings:
             dino_model=dino_model,
             compiler_options=dict(compiler_options) if compiler_options else None,
             progress=progress,
+            attention=attention,
         )
 
 
