@@ -53,6 +53,11 @@ class PathError(Exception):
     """A path cannot be used or a file cannot be read or written; the message is one line naming it."""
 
 
+class ConversionError(PathError):
+    """A model folder, weight file or checkpoint cannot be read as a model; the message is one line naming
+    the input. Defined here, below the converters and the training workdir, which both raise it."""
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(f"{type(error).__name__}: {error}".split())
     return text if len(text) < 300 else text[:297] + "..."

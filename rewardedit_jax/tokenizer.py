@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardedit_jax.convert.weights import ConversionError
-from rewardedit_jax.io import local_copy, to_path
+from rewardedit_jax.io import ConversionError, local_copy, to_path
 
 REQUIRED_FILES = ("vocab.json", "merges.txt")  # the slow-tokenizer files (transformers 4.x layout)
 FAST_FILE = "tokenizer.json"  # what transformers 5 saves instead

@@ -101,7 +101,7 @@ def small_data_iterator():
 def save_small_checkpoints(checkpoints_dir: Path, steps) -> dict[int, int]:
     """Real checkpoints in the trainer's layout (``small_state(step)``, the data iterator after ``step``
     batches) at ``checkpoints_dir/<step>`` for each of ``steps``; returns the iterator position per step."""
-    from rewardedit_jax.training import checkpoints
+    from rewardedit_jax import checkpoints
 
     manager = checkpoints.open_manager(checkpoints_dir, tiny_config("", "", async_checkpointing=False))
     data, positions = small_data_iterator(), {}

@@ -66,7 +66,7 @@ class Pipeline:
 
 def training_source(path: str | os.PathLike) -> tuple[epath.Path, int | None] | None:
     """``(workdir, step)`` if ``path`` is a training workdir or one of its checkpoints, else None."""
-    from rewardedit_jax.training import workdir as workdir_lib
+    from rewardedit_jax import workdir as workdir_lib
 
     path = to_path(path)
     if workdir_lib.is_workdir(path):
@@ -135,8 +135,8 @@ def load_model_component(
         workdir, step = found
         if name != "unet":
             return load_model_component(files_root(src), name, "pipeline", **kwargs)
+        from rewardedit_jax import workdir as workdir_lib
         from rewardedit_jax.convert.mapping import finish_loaded
-        from rewardedit_jax.training import workdir as workdir_lib
 
         config, extra = model_dir.component_config(files_root(src) / "unet")
         reward = unet.RewardConfig(**extra["reward"]) if extra.get("reward") else None

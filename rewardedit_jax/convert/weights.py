@@ -16,12 +16,7 @@ import numpy as np
 from etils import epath
 
 from rewardedit_jax import io
-from rewardedit_jax.io import atomic_directory, write_json  # noqa: F401  (part of this module's API)
-
-
-class ConversionError(io.PathError):
-    """A model folder or weight file cannot be converted; the message is one line naming the input."""
-
+from rewardedit_jax.io import ConversionError, atomic_directory, write_json  # noqa: F401  (this module's API)
 
 DIFFUSERS_STEM = "diffusion_pytorch_model"
 TRANSFORMERS_STEMS = ("model", "pytorch_model")

@@ -370,7 +370,7 @@ def _workdir_step(model: epath.Path) -> int | None:
         return None
     workdir, step = found
     if step is None:
-        from rewardedit_jax.training.workdir import latest_step
+        from rewardedit_jax.workdir import latest_step
 
         step = latest_step(workdir)
     return step

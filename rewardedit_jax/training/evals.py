@@ -263,8 +263,8 @@ class TrainingEvals:
         if key not in self._samplers:
             import jax.numpy as jnp
 
+            from rewardedit_jax import workdir as workdir_lib
             from rewardedit_jax.sampling import EditSampler
-            from rewardedit_jax.training import workdir as workdir_lib
             from rewardedit_jax.training.trainer import _load_model_dir
 
             dtype = jnp.dtype(spec.resolved_dtype())

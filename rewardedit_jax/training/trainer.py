@@ -24,14 +24,14 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from rewardedit_jax import checkpoints as checkpoints_lib
+from rewardedit_jax import workdir as workdir_lib
 from rewardedit_jax.convert import model_dir as model_dir_lib
 from rewardedit_jax.io import checkpoint_dir, makedirs, to_path
 from rewardedit_jax.schedule import PREDICTION_TYPES, NoiseSchedule, ScheduleError
 from rewardedit_jax.training import builder
-from rewardedit_jax.training import checkpoints as checkpoints_lib
 from rewardedit_jax.training import evals as evals_lib
 from rewardedit_jax.training import sharding as shard_lib
-from rewardedit_jax.training import workdir as workdir_lib
 from rewardedit_jax.training.metrics import MetricsWriter
 from rewardedit_jax.training.sharding import ConfigError
 

@@ -25,8 +25,9 @@ from fixtures_train import (
     tiny_config,
 )
 
-from rewardedit_jax.training import checkpoints, trainer
-from rewardedit_jax.training import workdir as workdir_lib
+from rewardedit_jax import checkpoints
+from rewardedit_jax import workdir as workdir_lib
+from rewardedit_jax.training import trainer
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 

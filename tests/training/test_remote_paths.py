@@ -26,7 +26,7 @@ from rewardedit_jax.data import latent_cache
 from rewardedit_jax.io import PathError
 from rewardedit_jax.training import trainer
 from rewardedit_jax.training.sharding import ConfigError
-from rewardedit_jax.training.workdir import flatten_state
+from rewardedit_jax.workdir import flatten_state
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

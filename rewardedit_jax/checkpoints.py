@@ -19,7 +19,7 @@ So a step folder is used only if it is intact and restores cleanly: :func:`step_
 Orbax writes (step and item metadata present and valid JSON, no empty file) and the restore itself finds
 missing or truncated array files. A damaged newest checkpoint is skipped with a one-line warning naming its
 folder and the reason, and the one before is tried. Readers of a workdir (``edit``, ``evaluate``,
-``convert export``; :mod:`rewardedit_jax.training.workdir`) restore only the U-Net parameters, so they
+``convert export``; :mod:`rewardedit_jax.workdir`) restore only the U-Net parameters, so they
 notice damage in other arrays only through the file checks. Not detected: bytes changed inside array data
 with the file sizes intact (Orbax 0.12.8 stores no checksums of array chunks; such a checkpoint restores
 with wrong values).
@@ -51,8 +51,7 @@ from typing import Any, TypeVar
 
 from etils import epath
 
-from rewardedit_jax.convert.weights import ConversionError
-from rewardedit_jax.io import to_path, walk
+from rewardedit_jax.io import ConversionError, to_path, walk
 
 log = logging.getLogger(__name__)
 

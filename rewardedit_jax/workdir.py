@@ -5,7 +5,7 @@
                            scheduler) and the U-Net's config; the U-Net parameters live in checkpoints
     DIR/checkpoints/<N>/   Orbax checkpoints: train state (parameters, optimizer, EMA, step, RNG) and the
                            data-iterator state; damaged ones the trainer resumed past are kept as
-                           <N>.corrupt/ (:mod:`rewardedit_jax.training.checkpoints`)
+                           <N>.corrupt/ (:mod:`rewardedit_jax.checkpoints`)
     DIR/metrics.jsonl, DIR/tensorboard/, DIR/data_order.jsonl (``config.log_data_order``)
     DIR/eval/<N>/<name>/   an evaluator of ``config.evals`` at step N: grid.png, images/, inputs/,
                            results.json (:mod:`rewardedit_jax.training.evals`)
@@ -23,9 +23,16 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rewardedit_jax.convert.weights import ConversionError
-from rewardedit_jax.io import AppendFile, PathError, atomic_write_bytes, checkpoint_dir, read_bytes, to_path
-from rewardedit_jax.training import checkpoints
+from rewardedit_jax import checkpoints
+from rewardedit_jax.io import (
+    AppendFile,
+    ConversionError,
+    PathError,
+    atomic_write_bytes,
+    checkpoint_dir,
+    read_bytes,
+    to_path,
+)
 
 MODEL = "model"
 CHECKPOINTS = "checkpoints"
@@ -60,7 +67,7 @@ def _key(entry) -> str:
 
 def latest_step(workdir: str | os.PathLike) -> int | None:
     """The newest checkpoint step of ``workdir`` whose folder is intact (damaged newer ones are skipped with
-    a warning, :mod:`rewardedit_jax.training.checkpoints`); None if it has no intact checkpoint."""
+    a warning, :mod:`rewardedit_jax.checkpoints`); None if it has no intact checkpoint."""
     try:
         return checkpoints.newest_intact_step(to_path(workdir) / CHECKPOINTS, READ_ITEMS)
     except checkpoints.CheckpointError:  # loading the model says why, naming each checkpoint
