@@ -378,26 +378,8 @@ class DownBlock(nnx.Module):
                 for i in range(cfg.layers_per_block[index])
             ]
         )
-        self.attentions = (
-            nnx.List(
-                [
-                    Transformer2DModel(
-                        out_channels,
-                        cfg.num_attention_heads[index],
-                        cfg.cross_attention_dim[index],
-                        num_layers=cfg.transformer_layers_per_block[index],
-                        groups=cfg.norm_num_groups,
-                        use_linear_projection=cfg.use_linear_projection,
-                        upcast=cfg.upcast_attention,
-                        rngs=rngs,
-                        dtype=dtype,
-                    )
-                    for _ in range(cfg.layers_per_block[index])
-                ]
-            )
-            if cross
-            else None
-        )
+        count = cfg.layers_per_block[index]
+        self.attentions = _transformers(cfg, index, out_channels, count, rngs, dtype) if cross else None
         is_final = index == len(cfg.block_out_channels) - 1
         self.downsamplers = (
             None
@@ -416,6 +398,26 @@ class DownBlock(nnx.Module):
             x = self.downsamplers[0](x)
             skips.append(x)
         return x, skips
+
+
+def _transformers(cfg: UNetConfig, level: int, channels: int, count: int, rngs, dtype) -> nnx.List:
+    """The ``count`` transformer blocks of a cross-attention block at resolution ``level``."""
+    return nnx.List(
+        [
+            Transformer2DModel(
+                channels,
+                cfg.num_attention_heads[level],
+                cfg.cross_attention_dim[level],
+                num_layers=cfg.transformer_layers_per_block[level],
+                groups=cfg.norm_num_groups,
+                use_linear_projection=cfg.use_linear_projection,
+                upcast=cfg.upcast_attention,
+                rngs=rngs,
+                dtype=dtype,
+            )
+            for _ in range(count)
+        ]
+    )
 
 
 class UpBlock(nnx.Module):
@@ -448,26 +450,7 @@ class UpBlock(nnx.Module):
                 )
             )
         self.resnets = nnx.List(resnets)
-        self.attentions = (
-            nnx.List(
-                [
-                    Transformer2DModel(
-                        out_channels,
-                        cfg.num_attention_heads[rev],
-                        cfg.cross_attention_dim[rev],
-                        num_layers=cfg.transformer_layers_per_block[rev],
-                        groups=cfg.norm_num_groups,
-                        use_linear_projection=cfg.use_linear_projection,
-                        upcast=cfg.upcast_attention,
-                        rngs=rngs,
-                        dtype=dtype,
-                    )
-                    for _ in range(num_layers)
-                ]
-            )
-            if cross
-            else None
-        )
+        self.attentions = _transformers(cfg, rev, out_channels, num_layers, rngs, dtype) if cross else None
         self.upsamplers = (
             None if index == n - 1 else nnx.List([Upsample2D(out_channels, rngs=rngs, dtype=dtype)])
         )
@@ -502,21 +485,7 @@ class MidBlock(nnx.Module):
             )
 
         self.resnets = nnx.List([resnet(), resnet()])
-        self.attentions = nnx.List(
-            [
-                Transformer2DModel(
-                    c,
-                    cfg.num_attention_heads[-1],
-                    cfg.cross_attention_dim[-1],
-                    num_layers=cfg.transformer_layers_per_block[-1],
-                    groups=cfg.norm_num_groups,
-                    use_linear_projection=cfg.use_linear_projection,
-                    upcast=cfg.upcast_attention,
-                    rngs=rngs,
-                    dtype=dtype,
-                )
-            ]
-        )
+        self.attentions = _transformers(cfg, -1, c, 1, rngs, dtype)
 
     def __call__(self, x, temb, context) -> jax.Array:
         x = self.resnets[0](x, temb)

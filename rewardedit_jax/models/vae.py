@@ -161,6 +161,24 @@ class UNetMidBlock2D(nnx.Module):
         return self.resnets[1](x)
 
 
+def _resnet_stack(in_channels: int, out_channels: int, num_layers: int, groups: int, rngs, dtype) -> nnx.List:
+    """``num_layers`` resnet blocks without a time embedding, the first taking ``in_channels``."""
+    return nnx.List(
+        [
+            ResnetBlock2D(
+                in_channels if i == 0 else out_channels,
+                out_channels,
+                None,
+                eps=NORM_EPS,
+                groups=groups,
+                rngs=rngs,
+                dtype=dtype,
+            )
+            for i in range(num_layers)
+        ]
+    )
+
+
 class DownEncoderBlock2D(nnx.Module):
     def __init__(
         self,
@@ -173,20 +191,7 @@ class DownEncoderBlock2D(nnx.Module):
         rngs: nnx.Rngs,
         dtype: Dtype = None,
     ):
-        self.resnets = nnx.List(
-            [
-                ResnetBlock2D(
-                    in_channels if i == 0 else out_channels,
-                    out_channels,
-                    None,
-                    eps=NORM_EPS,
-                    groups=groups,
-                    rngs=rngs,
-                    dtype=dtype,
-                )
-                for i in range(num_layers)
-            ]
-        )
+        self.resnets = _resnet_stack(in_channels, out_channels, num_layers, groups, rngs, dtype)
         # The encoder downsamples with padding 0: an asymmetric (0, 1) pad, then a stride-2 3x3 conv.
         self.downsamplers = (
             nnx.List([Downsample2D(out_channels, 0, rngs=rngs, dtype=dtype)]) if add_downsample else None
@@ -212,20 +217,7 @@ class UpDecoderBlock2D(nnx.Module):
         rngs: nnx.Rngs,
         dtype: Dtype = None,
     ):
-        self.resnets = nnx.List(
-            [
-                ResnetBlock2D(
-                    in_channels if i == 0 else out_channels,
-                    out_channels,
-                    None,
-                    eps=NORM_EPS,
-                    groups=groups,
-                    rngs=rngs,
-                    dtype=dtype,
-                )
-                for i in range(num_layers)
-            ]
-        )
+        self.resnets = _resnet_stack(in_channels, out_channels, num_layers, groups, rngs, dtype)
         self.upsamplers = (
             nnx.List([Upsample2D(out_channels, rngs=rngs, dtype=dtype)]) if add_upsample else None
         )
