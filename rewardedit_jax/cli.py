@@ -38,8 +38,15 @@ __all__ = [
 ]
 
 
+# Exit statuses of every command-line tool of the project (README, "Exit status"): 0 done; 1 done, with a
+# negative result the tool exists to report (a parity check above tolerance, a step that does not fit,
+# edits the judge could not label); 2 a user error, printed as one line before any expensive work or as
+# soon as it is found; 130 interrupted.
+EXIT_OK, EXIT_NEGATIVE, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
 class UsageError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
+    """A user-facing error: printed as one line, exit status 2."""
 
 
 def parse_scores(text: str, flag: str = "--reward") -> tuple[float, float, float]:
@@ -103,19 +110,19 @@ def run_main(
 ) -> int:
     """Parse ``argv``, start the multi-host job (the parser has :func:`add_distributed_arguments`'s flags),
     then ``run(args)``. A :class:`UsageError`, a :class:`PathError` (a remote file that cannot be read or
-    written) or one of ``errors`` is printed as ``error: ...`` with exit status 1; Ctrl-C is status 130."""
+    written) or one of ``errors`` is printed as ``error: ...`` with exit status 2; Ctrl-C is status 130."""
     args = parser.parse_args(argv)
     try:
         initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
     try:
         run(args)
     except (UsageError, PathError, *errors) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return EXIT_INTERRUPTED
+    return EXIT_OK

@@ -43,7 +43,7 @@ from rewardedit_jax.cli import (
 from rewardedit_jax.io import PathError, check_bucket, read_bytes, to_path
 from rewardedit_jax.report import atomic_write_png
 
-# edit's user-facing errors are the command-line helpers' (one line, exit status 1).
+# edit's user-facing errors are the command-line helpers' (one line, exit status 2).
 EditError = UsageError
 
 

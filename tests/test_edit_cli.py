@@ -62,7 +62,7 @@ def test_missing_image_is_a_one_line_error(pipeline_dir, tmp_path):
     result = run_cli(
         "--model", str(pipeline_dir), "--image", str(missing), "--instruction", "x", "--out", "o.png"
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {missing}: no such image file"]
     assert result.stdout == ""
 
@@ -82,7 +82,7 @@ def test_missing_model_and_unreadable_image_are_one_line_errors(source_image, tm
                 out,
             ]
         )
-        == 1
+        == 2
     )
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {tmp_path / 'none'}: no such model folder"
@@ -91,7 +91,7 @@ def test_missing_model_and_unreadable_image_are_one_line_errors(source_image, tm
     text_file.write_text("not an image")
     assert (
         edit.main(["--model", str(tmp_path), "--image", str(text_file), "--instruction", "x", "--out", out])
-        == 1
+        == 2
     )
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {text_file}: cannot read the image")
@@ -110,7 +110,7 @@ def test_missing_model_and_unreadable_image_are_one_line_errors(source_image, tm
                 "5,5",
             ]
         )
-        == 1
+        == 2
     )
     assert "three comma-separated numbers" in capsys.readouterr().err
     assert not Path(out).exists()
@@ -128,7 +128,7 @@ def test_reward_flags_are_rejected_for_a_stock_model(pipeline_dir, source_image,
         "--out",
         str(out),
     ]
-    assert edit.main([*argv, "--reward", "5,5,5", "--resolution", "64"]) == 1
+    assert edit.main([*argv, "--reward", "5,5,5", "--resolution", "64"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error: ") and "not a reward model; --reward" in lines[-1]
     assert not out.exists()
@@ -162,14 +162,14 @@ def test_several_edits_need_matching_counts_and_a_folder(pipeline_dir, source_im
     base = ["--model", str(pipeline_dir), "--image", str(source_image), "--image", str(source_image)]
     assert (
         edit.main([*base, "--instruction", "a", "--instruction", "b", "--instruction", "c", "--out", "o"])
-        == 1
+        == 2
     )
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --image is given 2 times and --instruction 3 times; "
         "give one instruction for all images or one per image"
     ]
     out = tmp_path / "o.png"
-    assert edit.main([*base, "--instruction", "a", "--out", str(out)]) == 1
+    assert edit.main([*base, "--instruction", "a", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {out}: 2 edits are written to a folder; give a folder, not a file"
     ]

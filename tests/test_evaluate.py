@@ -385,15 +385,15 @@ def test_reference_metrics_with_a_local_dino_model(
     common = ["--model", str(model_dir), "--out", str(fresh), "--judge", "none", "--no-progress"]
     capsys.readouterr()
     synthetic_args = [*common, "--benchmark", "synthetic_edit", "--data-dir", str(synthetic_data_dir)]
-    assert ev.main([*synthetic_args, "--dino-model", str(tmp_path / "nope")]) == 1
+    assert ev.main([*synthetic_args, "--dino-model", str(tmp_path / "nope")]) == 2
     assert error_lines(capsys) == [f"error: {(tmp_path / 'nope').resolve()}: no such DINO model folder"]
-    assert ev.main([*synthetic_args, "--dino-model", str(tmp_path / "clip")]) == 1
+    assert ev.main([*synthetic_args, "--dino-model", str(tmp_path / "clip")]) == 2
     lines = error_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith(
         f"error: {(tmp_path / 'clip').resolve()}: not a DINO model (config.json model_type 'clip'"
     )
     real_args = [*common, "--benchmark", "real_edit", "--data-dir", str(real_edit_data_dir[0])]
-    assert ev.main([*real_args, "--dino-model", str(dino_dir)]) == 1
+    assert ev.main([*real_args, "--dino-model", str(dino_dir)]) == 2
     lines = error_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("error: --dino-model compares edits with reference edits")
     assert not (fresh / "images").exists()
@@ -413,14 +413,14 @@ def test_user_errors_are_one_line(
     def run(*args: str) -> int:
         return ev.main(["--out", out, "--no-progress", *args])
 
-    assert run("--model", str(model_dir), "--benchmark", "synthetic_edit", "--data-dir", str(empty)) == 1
+    assert run("--model", str(model_dir), "--benchmark", "synthetic_edit", "--data-dir", str(empty)) == 2
     lines = error_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith(f"error: synthetic_edit is not built in {empty}; build it")
     assert (
         run(
             "--model", str(model_dir), "--benchmark", "real_edit", "--data-dir", str(empty), "--judge", "none"
         )
-        == 1
+        == 2
     )
     assert error_lines(capsys) == [
         f"error: real_edit is not built in {empty}; build it with: tfds build tfds_builders/real_edit "
@@ -429,7 +429,7 @@ def test_user_errors_are_one_line(
     missing = tmp_path / "no-model"
     assert (
         run("--model", str(missing), "--benchmark", "synthetic_edit", "--data-dir", str(synthetic_data_dir))
-        == 1
+        == 2
     )
     assert error_lines(capsys) == [f"error: {missing}: no such model folder"]
     real_dir = str(real_edit_data_dir[0])
@@ -437,7 +437,7 @@ def test_user_errors_are_one_line(
         run(
             "--model", str(model_dir), "--benchmark", "real_edit", "--data-dir", real_dir, "--judge", "oracle"
         )
-        == 1
+        == 2
     )
     lines = error_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith(
@@ -445,24 +445,24 @@ def test_user_errors_are_one_line(
     )
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert (
-        run("--model", str(model_dir), "--benchmark", "real_edit", "--data-dir", real_dir) == 1
+        run("--model", str(model_dir), "--benchmark", "real_edit", "--data-dir", real_dir) == 2
     )  # default: gpt
     assert error_lines(capsys) == [
         "error: --judge gpt needs an API key: set OPENAI_API_KEY (or use --judge none)"
     ]
     args = ["--model", str(model_dir), "--benchmark", "synthetic_edit", "--data-dir", str(synthetic_data_dir)]
-    assert run(*args, "--reward", "5,5,5", "--limit", "1") == 1
+    assert run(*args, "--reward", "5,5,5", "--limit", "1") == 2
     lines = error_lines(capsys)
     assert lines[-1] == f"error: {model_dir} is not a reward model; --reward apply to reward models only"
-    assert run(*args, "--reward", "5,5") == 1
+    assert run(*args, "--reward", "5,5") == 2
     assert "three comma-separated numbers" in error_lines(capsys)[-1]
-    assert run(*args, "--reward-guidance", "1", "--limit", "1") == 1
+    assert run(*args, "--reward-guidance", "1", "--limit", "1") == 2
     assert error_lines(capsys)[-1] == (
         f"error: {model_dir} is not a reward model; --reward-guidance apply to reward models only"
     )
-    assert run(*args, "--reward-guidance", "nan") == 1
+    assert run(*args, "--reward-guidance", "nan") == 2
     assert error_lines(capsys) == ["error: --reward-guidance must be a finite number; got nan"]
-    assert run(*args, "--reward-guidance", "1", "--low-reward", "1,1") == 1
+    assert run(*args, "--reward-guidance", "1", "--low-reward", "1,1") == 2
     assert error_lines(capsys) == [
         "error: --low-reward must be three comma-separated numbers like 5,5,5; got '1,1'"
     ]

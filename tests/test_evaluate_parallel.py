@@ -237,13 +237,13 @@ def test_plan_spreads_a_group_over_hosts_with_one_per_device_batch():
 
 def test_incomplete_multi_host_flags_are_one_line_errors(tmp_path, capsys):
     base = ["--model", "m", "--benchmark", "synthetic_edit", "--data-dir", "d", "--out", str(tmp_path / "o")]
-    assert ev.main([*base, "--num-processes", "2", "--process-id", "0"]) == 1
+    assert ev.main([*base, "--num-processes", "2", "--process-id", "0"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --coordinator-address, --num-processes and --process-id go together"
     ]
     assert (
         ev.main([*base, "--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"])
-        == 1
+        == 2
     )
     assert capsys.readouterr().err.strip().splitlines() == ["error: --process-id must be in 0..1; got 2"]
     assert not (tmp_path / "o").exists()

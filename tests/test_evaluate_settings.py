@@ -113,16 +113,16 @@ def test_bad_flags_are_one_line_errors_before_anything_loads(paths, flags, messa
     monkeypatch.setattr("rewardedit_jax.convert.load_pipeline", loaded)
     monkeypatch.setattr("rewardedit_jax.data.load_data_source", loaded)  # the benchmark's records
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    assert ev.main(common(paths) + flags) == 1
+    assert ev.main(common(paths) + flags) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
     assert not paths["out"].exists()
 
 
 def test_a_real_edit_resolution_below_64_and_the_oracle_are_refused(paths, capsys):
     real = common(paths, "real_edit")
-    assert ev.main([*real, "--judge", "none", "--resolution", "32"]) == 1
+    assert ev.main([*real, "--judge", "none", "--resolution", "32"]) == 2
     assert capsys.readouterr().err.strip() == "error: --resolution must be at least 64 for real_edit; got 32"
-    assert ev.main([*real, "--judge", "oracle"]) == 1
+    assert ev.main([*real, "--judge", "oracle"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: --judge oracle needs the ground truth of synthetic_edit; use --judge gpt or none"
     )

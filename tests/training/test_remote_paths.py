@@ -219,11 +219,11 @@ def test_bad_remote_paths_are_one_line_errors_naming_the_path(gcs, remote_inputs
     image = tmp_path / "in.png"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
     base = ["--image", str(image), "--instruction", "red"]
-    assert edit.main([*base, "--model", gcs.url("run"), "--out", f"{missing}/out.png"]) == 1
+    assert edit.main([*base, "--model", gcs.url("run"), "--out", f"{missing}/out.png"]) == 2
     assert f"{missing}/out.png: bucket {missing} does not exist" in _one_line_error(capsys)
-    assert edit.main([*base, "--model", gcs.url("no-such-model"), "--out", str(tmp_path / "o.png")]) == 1
+    assert edit.main([*base, "--model", gcs.url("no-such-model"), "--out", str(tmp_path / "o.png")]) == 2
     assert f"{gcs.url('no-such-model')}: no such model folder" in _one_line_error(capsys)
-    assert edit.main([*base, "--model", "memory://model", "--out", str(tmp_path / "o.png")]) == 1
+    assert edit.main([*base, "--model", "memory://model", "--out", str(tmp_path / "o.png")]) == 2
     assert "memory://model: unsupported URL scheme memory://" in _one_line_error(capsys)
     with pytest.raises(ev.EvaluationError, match=f"^{gcs.url('no-such-model')}: no such model folder$"):
         ev.evaluate(gcs.url("no-such-model"), "synthetic_edit", data_dir, tmp_path / "eval", judge="oracle")
