@@ -16,11 +16,35 @@ def get_config() -> ml_collections.ConfigDict:
     c.total_steps = 10_000  # optimizer steps
     c.batch_size = 64  # global batch per optimizer step (all processes, all accumulation micro-steps)
     c.grad_accum_steps = 1  # micro-batches per optimizer step; batch_size must divide evenly
-    c.log_every_steps = 50  # metrics.jsonl / TensorBoard / console
+    c.log_every_steps = 50  # metrics.jsonl / TensorBoard / W&B / console
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 3  # the last K checkpoints are kept
     c.async_checkpointing = True
     c.log_data_order = False  # append each step's example indices to DIR/data_order.jsonl (debugging)
+
+    # --- metrics ---------------------------------------------------------------------------------------
+    # DIR/metrics.jsonl and TensorBoard events in DIR/tensorboard/ are always written (by process 0).
+    # Weights & Biases logging of the same scalars and images is optional (pip install wandb, or the wandb
+    # extra; imported only when enabled). Its API key comes from the environment (WANDB_API_KEY, or
+    # `wandb login`), never from the config.
+    c.metrics = ml_collections.ConfigDict()
+    c.metrics.wandb = ml_collections.ConfigDict()
+    c.metrics.wandb.enabled = False
+    c.metrics.wandb.project = "rewardedit-jax"
+    c.metrics.wandb.entity = ""  # team or user ('' = the API key's default entity)
+    c.metrics.wandb.name = ""  # the run's display name ('' = the workdir's folder name)
+    c.metrics.wandb.group = ""  # groups runs in the UI, e.g. the seeds of one experiment
+    c.metrics.wandb.tags = ""  # comma-separated
+    c.metrics.wandb.notes = ""
+    # online | offline (kept on disk; upload later with `wandb sync DIR`) | disabled; '' = $WANDB_MODE, else
+    # online.
+    c.metrics.wandb.mode = ""
+    # Where wandb keeps its files (it writes only local ones): '' = $WANDB_DIR, else the workdir when it is
+    # local (DIR/wandb/), else wandb's default (./wandb).
+    c.metrics.wandb.dir = ""
+    # The run id: '' = one made at the first start and kept in DIR/wandb_run.json, so a resumed training
+    # continues the same W&B run.
+    c.metrics.wandb.id = ""
 
     # --- model -----------------------------------------------------------------------------------------
     # A diffusers pipeline folder, a Flax model directory, or a training workdir (its latest checkpoint:

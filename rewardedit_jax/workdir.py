@@ -7,6 +7,8 @@
                            data-iterator state; damaged ones the trainer resumed past are kept as
                            <N>.corrupt/ (:mod:`rewardedit_jax.checkpoints`)
     DIR/metrics.jsonl, DIR/tensorboard/, DIR/data_order.jsonl (``config.log_data_order``)
+    DIR/wandb_run.json     the W&B run id, with ``config.metrics.wandb`` (:mod:`.metrics`); wandb's own
+                           files go to DIR/wandb/ when the workdir is local and no other folder is set
     DIR/eval/<N>/<name>/   an evaluator of ``config.evals`` at step N: grid.png, images/, inputs/,
                            results.json (:mod:`rewardedit_jax.training.evals`)
 

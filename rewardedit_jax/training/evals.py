@@ -19,10 +19,11 @@ fitted sizes, edit i seeded with ``seed + i``, same batching), and scores them w
   ``dino`` with ``dino_model``;
 - ``gpt``: the LVLM judge (the project protocol; needs an API key in the environment), plus ``failed``.
 
-Outputs: the numbers as ``eval/<name>/<metric>`` rows of ``DIR/metrics.jsonl`` and TensorBoard scalars
-(with ``eval/<name>/seconds``, the evaluation's wall time), the grid (source | edit | reference) as the
-TensorBoard image ``eval/<name>`` and ``DIR/eval/<step>/<name>/grid.png``, the edits and fitted sources
-under ``images/`` and ``inputs/`` there, and ``results.json`` (summary, settings, per-edit judgments).
+Outputs: the numbers as ``eval/<name>/<metric>`` rows of ``DIR/metrics.jsonl`` and TensorBoard (and W&B)
+scalars (with ``eval/<name>/seconds``, the evaluation's wall time), the grid (source | edit | reference) as
+the TensorBoard (and W&B) image ``eval/<name>`` and ``DIR/eval/<step>/<name>/grid.png``, the edits and
+fitted sources under ``images/`` and ``inputs/`` there, and ``results.json`` (summary, settings, per-edit
+judgments).
 
 Multi-host: every process takes part in gathering the weights; process 0 generates on its local devices,
 scores and writes, the others wait at a barrier.

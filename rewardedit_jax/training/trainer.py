@@ -2,8 +2,9 @@
 
 One ahead-of-time compiled, sharded, donated train step over a (data, fsdp, tensor) mesh; Orbax
 checkpoints (train state + data-iterator state) every ``checkpoint_every_steps`` and on SIGTERM; exact
-resume from the same workdir; a NaN/Inf guard naming the step; metrics in ``metrics.jsonl`` and
-TensorBoard. Works on one CPU, one GPU, multi-node GPU and TPU pods (every host runs the same command).
+resume from the same workdir; a NaN/Inf guard naming the step; metrics in ``metrics.jsonl``, TensorBoard
+and optionally W&B (:mod:`rewardedit_jax.training.metrics`). Works on one CPU, one GPU, multi-node GPU and
+TPU pods (every host runs the same command).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from rewardedit_jax.schedule import PREDICTION_TYPES, NoiseSchedule, ScheduleErr
 from rewardedit_jax.training import builder
 from rewardedit_jax.training import evals as evals_lib
 from rewardedit_jax.training import sharding as shard_lib
-from rewardedit_jax.training.metrics import MetricsWriter
+from rewardedit_jax.training.metrics import MetricsWriter, check_wandb_config
 from rewardedit_jax.training.sharding import ConfigError
 
 log = logging.getLogger("rewardedit_jax.train")
@@ -64,6 +65,7 @@ def check_config(config: ml_collections.ConfigDict, devices) -> tuple[int, int, 
     mesh shape."""
     _check_keys(config, _default_config(), "config")
     evals_lib.check_evals(config)
+    check_wandb_config(_wandb_settings(config))
     if config.batch_size <= 0 or config.total_steps <= 0:
         raise ConfigError("config.batch_size and config.total_steps must be positive")
     shape = shard_lib.mesh_shape(dict(config.mesh), devices)
@@ -119,6 +121,11 @@ def check_config(config: ml_collections.ConfigDict, devices) -> tuple[int, int, 
 
 
 scheduler_overrides = builder.scheduler_overrides
+
+
+def _wandb_settings(config: ml_collections.ConfigDict) -> dict:
+    metrics = config.get("metrics") or {}
+    return dict(metrics.get("wandb") or {})
 
 
 def _check_keys(config, reference, prefix: str) -> None:
@@ -431,19 +438,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         train_step.check_batch(local)
         return train_step.place_batch(local)
 
-    batch = next_batch()
-    t0 = time.perf_counter()
-    compiled = train_step.compile()
-    compile_s = time.perf_counter() - t0
-    flops = _flops(compiled)
-    if is_main:
-        log.info("compiled the train step in %.1fs (%.3g TFLOP per step per device)", compile_s, flops / 1e12)
-
-    writer = MetricsWriter(workdir, enabled=is_main)
-    evaluations = evals_lib.TrainingEvals(config, workdir, config.total_steps)
-    last, pending, window_start, window_steps = {}, None, time.perf_counter(), 0
-    step = start
+    # Before compiling: a W&B run that cannot start (no login, no network) fails in seconds, not minutes.
+    writer = MetricsWriter(
+        workdir, enabled=is_main, wandb=_wandb_settings(config), run_config=config.to_dict()
+    )
+    finished = False
     try:
+        batch = next_batch()
+        t0 = time.perf_counter()
+        compiled = train_step.compile()
+        compile_s = time.perf_counter() - t0
+        flops = _flops(compiled)
+        if is_main:
+            log.info(
+                "compiled the train step in %.1fs (%.3g TFLOP per step per device)", compile_s, flops / 1e12
+            )
+
+        evaluations = evals_lib.TrainingEvals(config, workdir, config.total_steps)
+        last, pending, window_start, window_steps = {}, None, time.perf_counter(), 0
+        step = start
         with _Preemption() as preemption:
             while step < config.total_steps:
                 state, metrics = compiled(state, batch, frozen)
@@ -493,10 +506,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     window_start += evaluations.run(step, state, writer)
                 if step < config.total_steps:
                     batch = next_batch()
+        finished = True
     finally:
         manager.wait_until_finished()
         manager.close()
-        writer.close()
+        writer.close(exit_code=0 if finished else 1)
         if order_file is not None:
             order_file.close()
     return {"step": step, **last, "compile_s": compile_s, "state": state}

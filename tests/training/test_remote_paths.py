@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 from etils import epath
+from fixtures_events import tensorboard_scalars
 from fixtures_gcs import GcsEmulator
 from fixtures_train import REPO, tiny_config
 from PIL import Image
@@ -68,7 +69,7 @@ def _lines(url: str) -> list[str]:
     return epath.Path(url).read_text().splitlines()
 
 
-def test_a_run_in_a_gcs_workdir_writes_there_and_resumes(remote_run, gcs):
+def test_a_run_in_a_gcs_workdir_writes_there_and_resumes(remote_run, gcs, tmp_path):
     workdir, first, second = remote_run
     assert first["step"] == 2 and second["step"] == 4
     names = gcs.objects("run/")
@@ -80,7 +81,11 @@ def test_a_run_in_a_gcs_workdir_writes_there_and_resumes(remote_run, gcs):
     assert steps == {"2", "4"}
     for step in steps:
         assert f"run/checkpoints/{step}/commit_success.txt" in names
-    assert len([n for n in names if n.startswith("run/tensorboard/events.out.tfevents.")]) == 2
+    events = [n for n in names if n.startswith("run/tensorboard/events.out.tfevents.")]
+    assert len(events) == 2  # one per run, both whole: read back by TensorBoard's reader
+    for name in events:
+        (tmp_path / name.rsplit("/", 1)[1]).write_bytes(epath.Path(gcs.url(name)).read_bytes())
+    assert sorted(tensorboard_scalars(tmp_path)["learning/loss"]) == [1, 2, 3, 4]
     # The resumed run kept the first run's lines (object stores cannot append) and went on from step 2.
     assert [json.loads(line)["step"] for line in _lines(f"{workdir}/metrics.jsonl")] == [1, 2, 3, 4]
     assert len(_lines(f"{workdir}/data_order.jsonl")) == 4

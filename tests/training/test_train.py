@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -12,10 +13,20 @@ import time
 import jax
 import numpy as np
 import pytest
+from fixtures_events import tensorboard_scalars, wandb_history, wandb_run_files
 from fixtures_train import REPO, cpu_env, losses, run_cli, tiny_config, wait_for_step
 
 from rewardedit_jax.training import trainer
 from rewardedit_jax.training.sharding import ConfigError
+
+TRAIN_METRICS = (
+    "learning/loss",
+    "learning/lr",
+    "learning/grad_norm",
+    "perf/step_time_s",
+    "perf/images_per_s",
+    "perf/tflops_per_device",
+)
 
 
 def _overrides(tokenizer, data_dir, **extra):
@@ -35,17 +46,14 @@ def test_loss_falls_and_metrics_are_written(stage1):
     workdir, result = stage1
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9))
-    for key in (
-        "learning/loss",
-        "learning/lr",
-        "learning/grad_norm",
-        "perf/step_time_s",
-        "perf/images_per_s",
-        "perf/tflops_per_device",
-    ):
+    for key in TRAIN_METRICS:
         assert all(np.isfinite(r[key]) for r in rows), key
     assert np.mean([r["learning/loss"] for r in rows[-3:]]) < np.mean([r["learning/loss"] for r in rows[:3]])
-    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    # the same numbers as TensorBoard scalars, read by TensorBoard's own event reader
+    scalars = tensorboard_scalars(workdir / "tensorboard")
+    assert sorted(scalars) == sorted(TRAIN_METRICS)
+    for key in TRAIN_METRICS:
+        assert scalars[key] == {r["step"]: pytest.approx(r[key], rel=1e-6) for r in rows}, key
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["4", "8"]
     assert result["step"] == 8
 
@@ -185,13 +193,19 @@ def test_two_hosts_match_one_host_and_write_one_checkpoint(tmp_path, tiny_tokeni
     # The two hosts keep the GPU default state layout (4-D kernels (O, H, W, I)-major): the relayout of
     # global arrays and the checkpoint of process 0 work across processes.
     base += [f"--config.{k}={v}" for k, v in {**overrides, "state_layout": "conv_ohwi"}.items()]
+    # W&B too, offline, when installed: like the other metrics, logged by process 0 only.
+    with_wandb = importlib.util.find_spec("wandb") is not None
+    base += [f"--config.metrics.wandb.enabled={with_wandb}"]
+    wandb_dir = tmp_path / "wandb"
+    wandb_dir.mkdir()
+    env = {**cpu_env(2), "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true"}
     procs = [
         subprocess.Popen(
             base + [f"--process_id={i}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=cpu_env(2),
+            env=env,
             cwd=REPO,
         )
         for i in range(2)
@@ -201,7 +215,12 @@ def test_two_hosts_match_one_host_and_write_one_checkpoint(tmp_path, tiny_tokeni
         assert p.returncode == 0, err[-3000:]
     assert "train state layout: conv_ohwi" in outs[0][1]  # logged by process 0
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]  # one metrics.jsonl row per step: process 0 wrote it
+    assert len(list((tmp_path / "two" / "tensorboard").iterdir())) == 1
+    assert sorted(tensorboard_scalars(tmp_path / "two" / "tensorboard")["learning/loss"]) == [1, 2, 3, 4]
+    if with_wandb:
+        (run_file,) = wandb_run_files(wandb_dir)
+        assert sorted(wandb_history(run_file)) == [1, 2, 3, 4]
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-5 * max(1.0, abs(a[step])), (step, a[step], b[step])
     # One checkpoint, restored by this single process.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
+import importlib.util
 import json
 import shutil
-import struct
 
 import numpy as np
 import pytest
+from fixtures_events import tensorboard_images, tensorboard_scalars, wandb_history, wandb_run_files
 from fixtures_train import tiny_config
 from PIL import Image
 
@@ -46,7 +46,8 @@ def _evals_config(tokenizer, data_dir, **evals):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_tokenizer, synthetic_dir):
-    """8 steps (checkpoints at 4 and 8) with an oracle evaluator every 3 steps and a reference one every 4."""
+    """8 steps (checkpoints at 4 and 8) with an oracle evaluator every 3 steps and a reference one every 4,
+    logged to W&B too (offline, in ``run.parent / "wandb"`` when wandb is installed)."""
     workdir = tmp_path_factory.mktemp("evals") / "run"
     config = _evals_config(
         tiny_tokenizer,
@@ -54,7 +55,12 @@ def run(tmp_path_factory, tiny_tokenizer, synthetic_dir):
         oracle=dict(type="oracle", every_steps=3, data="synthetic_edit/tiny", **SAMPLING),
         ref=dict(type="reference", every_steps=4, data="synthetic_edit/tiny", **SAMPLING),
     )
+    config.metrics.wandb.enabled = importlib.util.find_spec("wandb") is not None
+    (workdir.parent / "wandb").mkdir()
     with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        monkeypatch.setenv("WANDB_DIR", str(workdir.parent / "wandb"))
+        monkeypatch.setenv("WANDB_SILENT", "true")
         scored = _spy_on_scoring(monkeypatch)
         trainer.train_and_evaluate(config, workdir)
     TRAINER_SCORED[:] = scored
@@ -72,61 +78,6 @@ def _eval_rows(workdir, name: str) -> dict[int, dict]:
         for r in _rows(workdir)
         if any(k.startswith(prefix) for k in r)
     }
-
-
-# A minimal reader of TensorBoard event files (TFRecord framing + protobuf wire format).
-
-
-def _fields(data: bytes) -> dict[int, list]:
-    out: dict[int, list] = {}
-    pos = 0
-
-    def varint():
-        nonlocal pos
-        value, shift = 0, 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value
-
-    while pos < len(data):
-        key = varint()
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value = varint()
-        elif wire == 1:
-            value, pos = data[pos : pos + 8], pos + 8
-        elif wire == 5:
-            value, pos = data[pos : pos + 4], pos + 4
-        elif wire == 2:
-            length = varint()
-            value, pos = data[pos : pos + length], pos + length
-        else:
-            raise AssertionError(f"wire type {wire}")
-        out.setdefault(number, []).append(value)
-    return out
-
-
-def _tb_images(workdir) -> dict[tuple[str, int], np.ndarray]:
-    images = {}
-    for path in (workdir / "tensorboard").glob("events.out.tfevents.*"):
-        data, pos = path.read_bytes(), 0
-        while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos : pos + 8])
-            event = _fields(data[pos + 12 : pos + 12 + length])
-            pos += 12 + length + 4
-            for summary in event.get(5, []):
-                for value in _fields(summary).get(1, []):
-                    value = _fields(value)
-                    if 4 in value:
-                        image = _fields(value[4][0])
-                        array = np.asarray(Image.open(io.BytesIO(image[4][0])).convert("RGB"))
-                        assert array.shape[:2] == (image[1][0], image[2][0])
-                        images[(value[1][0].decode(), event[2][0])] = array
-    return images
 
 
 def test_evals_write_rows_grids_and_tensorboard_images_at_their_steps(run):
@@ -151,7 +102,7 @@ def test_evals_write_rows_grids_and_tensorboard_images_at_their_steps(run):
             ].items()
             assert len(list((folder / "images").glob("*.png"))) == 4
             assert len(list((folder / "inputs").glob("*.png"))) == 4
-    images = _tb_images(run)
+    images = tensorboard_images(run / "tensorboard")
     assert sorted(images) == sorted(
         [("eval/oracle", s) for s in (3, 6, 8)] + [("eval/ref", s) for s in (4, 8)]
     )
@@ -159,6 +110,34 @@ def test_evals_write_rows_grids_and_tensorboard_images_at_their_steps(run):
     np.testing.assert_array_equal(images[("eval/oracle", 8)], grid)
     # source | edit | reference, four strips: not a blank canvas
     assert grid.shape[1] > 3 * 96 * 4 and (grid != 255).mean() > 0.2
+
+
+def test_training_logs_the_same_scalars_and_grids_to_tensorboard_and_wandb(run):
+    expected: dict[int, dict] = {}  # step -> every metrics.jsonl value logged at it
+    for row in _rows(run):
+        expected.setdefault(row.pop("step"), {}).update(row)
+    scalars = tensorboard_scalars(run / "tensorboard")
+    assert {(tag, step) for tag, values in scalars.items() for step in values} == {
+        (tag, step) for step, row in expected.items() for tag in row
+    }
+    for tag, values in scalars.items():
+        for step, value in values.items():
+            assert value == pytest.approx(expected[step][tag], rel=1e-6), (tag, step)  # float32 in events
+    grids = tensorboard_images(run / "tensorboard")
+    if importlib.util.find_spec("wandb") is None:
+        pytest.skip("wandb is not installed")
+    (run_file,) = wandb_run_files(run.parent / "wandb")
+    history = wandb_history(run_file)
+    assert sorted(history) == sorted(expected)
+    for step, row in expected.items():
+        logged = {k: v for k, v in history[step].items() if not k.startswith("_") and not isinstance(v, dict)}
+        assert logged == row, step
+    assert {(k, step) for step, row in history.items() for k, v in row.items() if isinstance(v, dict)} == set(
+        grids
+    )
+    for (tag, step), grid in grids.items():
+        png = run_file.parent / "files" / history[step][tag]["path"]
+        np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")), grid)
 
 
 def test_oracle_numbers_equal_the_evaluate_cli_for_the_same_weights(run, tmp_path, synthetic_dir):
