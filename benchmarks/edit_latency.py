@@ -150,7 +150,7 @@ def components(args) -> dict:
             pad_token_id=vocab - 1,
         )
         return {"unet": dict(TINY_UNET), "vae": dict(TINY_VAE), "text_encoder": text}
-    from configs.sd15_ip2p import SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE
+    from rewardedit_jax.configs.sd15 import SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE
 
     return {"unet": dict(SD15_UNET), "vae": dict(SD15_VAE), "text_encoder": dict(SD15_TEXT_ENCODER)}
 

@@ -119,7 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def unet_config(args) -> dict:
     if args.tiny:
         return dict(TINY_UNET)
-    from configs.sd15_ip2p import SD15_UNET
+    from rewardedit_jax.configs.sd15 import SD15_UNET
 
     return dict(SD15_UNET)
 
@@ -134,9 +134,9 @@ def text_dim(config: dict) -> int:
 
 def train_config(args):
     """The training config the benchmark's step is built from (``rewardedit_jax.training.builder``, as the
-    trainer builds it): configs/default.py's official optimizer, CFG dropout and EMA, latent batches."""
-    from configs import default
-    from configs.sd15_ip2p import SD15_VAE
+    trainer builds it): the default config's official optimizer, CFG dropout and EMA, latent batches."""
+    from rewardedit_jax.configs import default
+    from rewardedit_jax.configs.sd15 import SD15_VAE
 
     config = default.get_config()
     config.batch_size = args.batch

@@ -11,10 +11,10 @@ warmup, 10,000 steps, per-GPU batch 4 x accumulation 4 (x GPUs; 8 GPUs -> 128), 
 
 Global batch 128, the train state sharded over every device by default. TPU slices: ``CONFIG:v5e-16``
 (5.9-6.0 GiB of 16 GiB per chip at 256 px) and ``CONFIG:v5p-8`` (29 GiB of 95 GiB), measured by
-``python -m rewardedit_jax.aot`` (configs/tpu.py, docs/scaling.md).
+``python -m rewardedit_jax.aot`` (rewardedit_jax/configs/tpu.py, docs/scaling.md).
 """
 
-from configs import default, sd15_ip2p, tpu
+from rewardedit_jax.configs import default, sd15, tpu
 
 
 def get_config(variant: str = ""):
@@ -27,9 +27,9 @@ def get_config(variant: str = ""):
     c.checkpoint_every_steps = 500
     c.data.name = "reward_edit"
     c.data.resolution = 256
-    c.model.unet = sd15_ip2p.SD15_UNET
-    c.model.vae = sd15_ip2p.SD15_VAE
-    c.model.text_encoder = sd15_ip2p.SD15_TEXT_ENCODER
+    c.model.unet = sd15.SD15_UNET
+    c.model.vae = sd15.SD15_VAE
+    c.model.text_encoder = sd15.SD15_TEXT_ENCODER
     c.reward.enabled = True
-    sd15_ip2p.shard_train_state(c)
+    sd15.shard_train_state(c)
     return tpu.apply(c, variant)

@@ -1,10 +1,13 @@
 """A tiny random model on ``synthetic_edit/tiny`` for tests and CPU smoke runs (seconds per step).
 
     python -m rewardedit_jax.train --config configs/test_tiny.py --workdir /tmp/tiny \
-        --config.model.tokenizer=PATH/tokenizer --config.data.data_dir=DATA_DIR
+        --config.data.data_dir=DATA_DIR [--config.model.tokenizer=PATH/tokenizer]
+
+Without a tokenizer the run makes the word tokenizer of the dataset (its vocabulary replaces the text
+encoder's ``vocab_size`` and token ids below, which fit the tests' tiny CLIP tokenizer).
 """
 
-from configs import default
+from rewardedit_jax.configs import default
 
 
 def get_config():

@@ -11,6 +11,7 @@ edit through the PyTorch export; writes ``OUT/results.json``, ``OUT/report.html`
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import shutil
 import subprocess
@@ -21,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from rewardedit_jax.data import vocabulary
 from rewardedit_jax.io import atomic_write_text, write_json
 
-REPO = Path(__file__).resolve().parents[1]
 PERSPECTIVES = ("following", "preserving", "quality")
 # The best condition is what the training data pairs with scores of 5 (synthetic_edit's perfect text; the
 # official models were trained with RewardEdit20K's own texts and use "None; None; None"); the low one
 # names failures of every perspective.
 BEST_FEEDBACK = "; ".join(["There are no noticeable negative aspects."] * 3)
-LOW_FEEDBACK = "The color is wrong.; Unrequested regions changed.; The image is noisy and blurry."
+LOW_FEEDBACK = vocabulary.LOW_FEEDBACK  # words of its texts are single tokens of the word tokenizer too
 # The official Real-Edit sampler (docs/sources.md, "Generation settings"): stochastic, so each model is
 # sampled from the distribution it learned (corruptions included), not from its deterministic mean path.
 SCHEDULER = "euler_ancestral"
@@ -52,50 +53,38 @@ def build_dataset(data_dir: Path, config_name: str) -> None:
             f"error: {built} holds another version of synthetic_edit than {DATASET_VERSION}; "
             "use another --out"
         )
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        raise SystemExit(
+            "error: building synthetic_edit needs tensorflow-datasets: pip install 'rewardedit-jax[data]'"
+        )
     _log(f"building synthetic_edit/{config_name} {DATASET_VERSION} with tfds build")
-    tfds = Path(sys.executable).with_name("tfds")
+    # `tfds build` by name, the builders registered by importing them from this package: it works from an
+    # installed package, and TensorFlow stays out of this process, which trains.
     cmd = [
-        str(tfds) if tfds.exists() else "tfds",
+        sys.executable,
+        "-m",
+        "tensorflow_datasets.scripts.cli.main",
         "build",
-        str(REPO / "tfds_builders" / "synthetic_edit"),
-        "--config",
-        config_name,
+        f"synthetic_edit/{config_name}",
+        "--imports",
+        "rewardedit_jax.tfds_builders",
         "--data_dir",
         str(data_dir),
         "--file_format",
         "array_record",
     ]
-    subprocess.run(cmd, check=True, cwd=REPO)
+    if subprocess.run(cmd).returncode != 0:
+        raise SystemExit(f"error: tfds build of synthetic_edit/{config_name} failed (its output is above)")
 
 
-def dataset_words(data_dir: Path, name: str) -> list[str]:
-    from rewardedit_jax.data.pipeline import load_data_source
+def check_tokenizer(folder: Path, words: list[str]) -> None:
+    """Refuse a run whose tokenizer (``folder``) spells a word of the dataset with several tokens.
 
-    words = set()
-    for split in ("train", "test"):
-        source, _ = load_data_source(name, split, str(data_dir))
-        for i in range(min(len(source), 4000)):
-            ex = source[i]
-            texts = [ex["instruction"], *ex.get("reward_texts", [])]
-            for t in texts:
-                t = t.decode() if isinstance(t, bytes) else str(t)
-                words.update(w.strip(".,;:!?").lower() for w in t.split())
-    words.update(w.strip(".,;:").lower() for w in LOW_FEEDBACK.split())
-    words.add("none")
-    return sorted(w for w in words if w)
-
-
-def prepare_tokenizer(folder: Path, words: list[str]) -> None:
-    """Write the word tokenizer, or check that the one in ``folder`` spells each word as one token.
-
-    Earlier demos wrote tokenizers that split some words ("change", "triangle") into several tokens;
-    models trained with them are not what docs/demo.md reports, so their output folders are refused.
+    Earlier demos wrote such tokenizers ("change", "triangle" split); models trained with them are not
+    what docs/demo.md reports, so their output folders are refused.
     """
-    from rewardedit_jax.tokenizer import load_tokenizer, write_word_tokenizer
+    from rewardedit_jax.tokenizer import load_tokenizer
 
-    if not (folder / "vocab.json").is_file():
-        write_word_tokenizer(folder, words)
-        return
     backend = load_tokenizer(folder).backend
     split = [w for w in words if len(backend.tokenize(w)) != 1]
     if split:
@@ -105,22 +94,12 @@ def prepare_tokenizer(folder: Path, words: list[str]) -> None:
         )
 
 
-def _config(args, tokenizer_dir: Path, data_dir: Path, *, reward: bool, steps: int, seed: int, init_from=""):
-    sys.path.insert(0, str(REPO))
-    from configs import demo as demo_config
-    from rewardedit_jax.tokenizer import load_tokenizer
+def _config(args, data_dir: Path, *, reward: bool, steps: int, seed: int, init_from=""):
+    from rewardedit_jax.configs import demo as demo_config
 
     c = demo_config.get_config()
-    tok = load_tokenizer(tokenizer_dir)
-    te = dict(
-        c.model.text_encoder.to_dict(),
-        vocab_size=tok.vocab_size,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    c.model.text_encoder = te
-    c.model.tokenizer = str(tokenizer_dir)
+    # model.tokenizer stays '': stage 1 makes the dataset's word tokenizer and saves it with its model,
+    # and the stage-2 runs take it from there.
     c.data.data_dir = str(data_dir)
     c.data.name = f"synthetic_edit/{args.data_config}"
     c.data.resolution = args.resolution
@@ -153,7 +132,7 @@ def drop_stale_evaluations(seed_dir: Path, prefix: str) -> None:
         shutil.rmtree(stale)
 
 
-def train_seed(args, tokenizer_dir: Path, data_dir: Path, seed_dir: Path, seed: int) -> tuple[Path, Path]:
+def train_seed(args, data_dir: Path, seed_dir: Path, seed: int) -> tuple[Path, Path]:
     """Stage 1, then from it the reward model and the baseline: ``(reward_run, baseline_run)``.
 
     Finished runs are kept; a run with fewer steps than asked resumes (a larger ``--stage2-steps`` on an
@@ -161,17 +140,16 @@ def train_seed(args, tokenizer_dir: Path, data_dir: Path, seed_dir: Path, seed: 
     """
     runs = seed_dir / "runs"
     stage1, reward_run, baseline_run = runs / "stage1", runs / "reward", runs / "baseline"
-    stage1_trained = train(
-        _config(args, tokenizer_dir, data_dir, reward=False, steps=args.stage1_steps, seed=seed), stage1
-    )
+    tokenizer = stage1 / "model" / "tokenizer"
+    if tokenizer.is_dir():
+        check_tokenizer(tokenizer, vocabulary.dataset_words(f"synthetic_edit/{args.data_config}", data_dir))
+    stage1_trained = train(_config(args, data_dir, reward=False, steps=args.stage1_steps, seed=seed), stage1)
     if stage1_trained and any((r / "checkpoints").is_dir() for r in (reward_run, baseline_run)):
         raise SystemExit(
             f"error: {runs} holds stage-2 runs started from an earlier stage 1; use another --out"
         )
     for run, reward, prefix in ((reward_run, True, "reward"), (baseline_run, False, "baseline")):
-        config = _config(
-            args, tokenizer_dir, data_dir, reward=reward, steps=args.stage2_steps, seed=seed, init_from=stage1
-        )
+        config = _config(args, data_dir, reward=reward, steps=args.stage2_steps, seed=seed, init_from=stage1)
         if train(config, run):
             drop_stale_evaluations(seed_dir, prefix)
             if reward:  # the export is made again from the reward model that trained further
@@ -489,14 +467,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "tfds"
     build_dataset(data_dir, args.data_config)
-    tokenizer_dir = out / "tokenizer"
-    prepare_tokenizer(tokenizer_dir, dataset_words(data_dir, f"synthetic_edit/{args.data_config}"))
 
     per_seed, seed_seconds = {}, {}
     for seed in args.seeds:
         seed_start = time.perf_counter()
         sd = out / f"seed{seed}"
-        reward_run, baseline_run = train_seed(args, tokenizer_dir, data_dir, sd, seed)
+        reward_run, baseline_run = train_seed(args, data_dir, sd, seed)
         total = args.stage1_steps + args.stage2_steps
         results = {
             "baseline": evaluate(baseline_run, sd / "eval_baseline", data_dir, args),

@@ -15,7 +15,7 @@ def build_tiny_real_edit(root: Path) -> tuple[Path, Path]:
     """Write the manual data under ``root/manual`` and build it into ``root/data``: (data_dir, manual)."""
     import tensorflow_datasets as tfds
 
-    from tfds_builders.real_edit import real_edit_dataset_builder
+    from rewardedit_jax.tfds_builders.real_edit import real_edit_dataset_builder
 
     manual = root / "manual"
     (manual / "Real-Edit").mkdir(parents=True)

@@ -33,6 +33,9 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
         assert (out / name).is_file(), name
     assert "following score" in proc.stdout  # the comparison table is printed
     assert (out / "export_reward" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    # The word tokenizer was made by stage 1's run and saved with its model; the export carries it.
+    assert (out / "seed0" / "runs" / "stage1" / "model" / "tokenizer").is_dir()
+    assert (out / "export_reward" / "tokenizer").is_dir() and not (out / "tokenizer").exists()
     # The export samples like the training: cosine betas, trailing timesteps, v-prediction.
     scheduler = json.loads((out / "export_reward" / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["prediction_type"] == "v_prediction"
@@ -116,7 +119,6 @@ def test_a_run_that_trains_further_drops_its_old_evaluations_and_the_export(tmp_
     import argparse
 
     from rewardedit_jax import demo
-    from rewardedit_jax.tokenizer import write_word_tokenizer
 
     seed_dir = tmp_path / "seed0"
     for name in ("eval_baseline", "eval_reward_555", "eval_reward_111", "eval_reward_555_rg"):
@@ -127,9 +129,7 @@ def test_a_run_that_trains_further_drops_its_old_evaluations_and_the_export(tmp_
     args = argparse.Namespace(
         data_config="tiny", resolution=32, stage1_steps=4, stage2_steps=8, sample_steps=2, limit=8
     )
-    tokenizer = tmp_path / "tokenizer"
-    write_word_tokenizer(tokenizer, ["make", "the", "circle", "red"])
-    runs = demo.train_seed(args, tokenizer, tmp_path / "tfds", seed_dir, 0)
+    runs = demo.train_seed(args, tmp_path / "tfds", seed_dir, 0)
     assert runs == (seed_dir / "runs" / "reward", seed_dir / "runs" / "baseline")
     assert sorted(p.name for p in seed_dir.iterdir()) == ["eval_baseline"]
     assert not (tmp_path / demo.EXPORT_DIR).exists()
@@ -137,7 +137,7 @@ def test_a_run_that_trains_further_drops_its_old_evaluations_and_the_export(tmp_
     (seed_dir / "runs" / "baseline" / "checkpoints").mkdir(parents=True)
     trained["stage1"] = True
     with pytest.raises(SystemExit, match="stage-2 runs started from an earlier stage 1; use another --out"):
-        demo.train_seed(args, tokenizer, tmp_path / "tfds", seed_dir, 0)
+        demo.train_seed(args, tmp_path / "tfds", seed_dir, 0)
 
 
 def test_an_out_dir_built_with_another_data_version_is_refused(tmp_path, monkeypatch):
@@ -154,18 +154,15 @@ def test_an_out_dir_built_with_another_data_version_is_refused(tmp_path, monkeyp
     demo.build_dataset(tmp_path, "16px")  # already built: returns without building
 
 
-def test_an_out_dir_with_a_tokenizer_that_splits_words_is_refused(tmp_path):
-    import json
-
+def test_a_run_with_a_tokenizer_that_splits_words_is_refused(tmp_path):
     from rewardedit_jax import demo
+    from rewardedit_jax.tokenizer import write_word_tokenizer
 
     words = ["change", "the", "triangle", "to", "yellow"]
-    folder = tmp_path / "tokenizer"
-    demo.prepare_tokenizer(folder, words)
-    demo.prepare_tokenizer(folder, words)  # written by this version: accepted as it is
+    folder = write_word_tokenizer(tmp_path / "tokenizer", words)
+    demo.check_tokenizer(folder, words)  # each word one token, as the trainer makes it: accepted
     # An earlier demo's tokenizer: "triangle" has no merges past "tri" and is spelled with several tokens.
     merges = (folder / "merges.txt").read_text().splitlines()
     (folder / "merges.txt").write_text("\n".join(m for m in merges if not m.startswith("tri")) + "\n")
-    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 77
     with pytest.raises(SystemExit, match=r"into several tokens \(triangle\): it was written by an earlier"):
-        demo.prepare_tokenizer(folder, words)
+        demo.check_tokenizer(folder, words)

@@ -2,8 +2,9 @@
 
 - `synthetic`: the procedural `synthetic_edit` data with ground-truth rewards.
 - `sources`, `manual`, `validation`, `images`: reading and validating the manually downloaded datasets for
-  the TFDS builders in `tfds_builders/` (RewardEdit20K, InstructPix2Pix, Real-Edit).
-- `pipeline`: the grain input pipeline (`make_dataset`, `make_global_batch`); `tokenize`: tokenizers.
+  the TFDS builders in `rewardedit_jax.tfds_builders` (RewardEdit20K, InstructPix2Pix, Real-Edit).
+- `pipeline`: the grain input pipeline (`make_dataset`, `make_global_batch`); `tokenize`: tokenizers;
+  `vocabulary`: the word tokenizer of a dataset (random-init runs with `model.tokenizer=''`).
 - `latent_cache`: a dataset encoded once by the frozen VAE and text encoder (`precompute`, command
   `python -m rewardedit_jax.data.precompute`) and its reader `make_latent_dataset`.
 

@@ -49,15 +49,9 @@ class TrainingError(RuntimeError):
 
 
 def _default_config() -> ml_collections.ConfigDict:
-    import importlib.util
+    from rewardedit_jax.configs import default
 
-    path = Path(__file__).resolve().parents[2] / "configs" / "default.py"
-    if not path.is_file():
-        raise ConfigError(f"{path}: the default config (the schema of every key) is missing")
-    spec = importlib.util.spec_from_file_location("_rewardedit_default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return default.get_config()
 
 
 def check_config(config: ml_collections.ConfigDict, devices) -> tuple[int, int, int]:
@@ -212,22 +206,45 @@ def _random_models(config, compute) -> TrainModels:
     from rewardedit_jax.models.vae import build_vae
     from rewardedit_jax.tokenizer import load_tokenizer
 
-    if not config.model.tokenizer:
-        raise ConfigError("random init needs config.model.tokenizer (a CLIP tokenizer folder)")
     unet_cfg = dict(config.model.unet.to_dict(), in_channels=config.model.in_channels)
     vae_cfg, te_cfg = config.model.vae.to_dict(), config.model.text_encoder.to_dict()
+    if config.model.tokenizer:
+        tokenizer = load_tokenizer(config.model.tokenizer)
+    else:
+        tokenizer = _dataset_tokenizer(config)
+        # The vocabulary is known only now: the text encoder's embedding table and special ids follow it.
+        te_cfg.update(
+            vocab_size=tokenizer.vocab_size,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     key = config.seed
     scheduler = dict(NoiseSchedule.sd15().config, _class_name="DDPMScheduler")
     return TrainModels(
         unet=build_unet(unet_cfg, seed=key, dtype=compute),
         vae=build_vae(vae_cfg, seed=key + 1, dtype=compute),
         text_encoder=build_text_encoder(te_cfg, seed=key + 2, dtype=compute),
-        tokenizer=load_tokenizer(config.model.tokenizer),
+        tokenizer=tokenizer,
         scheduler_config=scheduler,
         unet_config=unet_cfg,
         vae_config=vae_cfg,
         text_encoder_config=te_cfg,
     )
+
+
+def _dataset_tokenizer(config):
+    """The word tokenizer of ``config.data.name``, for ``config.model.tokenizer=''``; saved in DIR/model."""
+    from rewardedit_jax.data import vocabulary
+
+    if config.data.latent_cache:
+        raise ConfigError(
+            "config.model.tokenizer is empty (a word tokenizer made from the texts of config.data.name), but "
+            "config.data.latent_cache holds texts already encoded: give the tokenizer they were encoded with"
+        )
+    data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    log.info("config.model.tokenizer is empty: making the word tokenizer of %s", config.data.name)
+    return vocabulary.dataset_tokenizer(config.data.name, data_dir)
 
 
 def _load_model_dir(path: Path, compute) -> TrainModels:

@@ -1,4 +1,4 @@
-"""The repository root on sys.path: the builders import as `tfds_builders.<name>.<name>_dataset_builder`."""
+"""The repository root on sys.path: the checkout's builder folders import as `tfds_builders.<name>...`."""
 
 import sys
 from pathlib import Path

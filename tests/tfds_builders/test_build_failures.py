@@ -8,8 +8,8 @@ import tensorflow_datasets as tfds
 
 from rewardedit_jax.data import fixtures
 from rewardedit_jax.data.validation import ManualDataError
-from tfds_builders.real_edit import real_edit_dataset_builder
-from tfds_builders.reward_edit import reward_edit_dataset_builder
+from rewardedit_jax.tfds_builders.real_edit import real_edit_dataset_builder
+from rewardedit_jax.tfds_builders.reward_edit import reward_edit_dataset_builder
 
 
 def build(builder_cls, manual_dir, data_dir):

@@ -1,4 +1,5 @@
-"""`tfds build` of every builder as a user runs it, from the fixture manual directories.
+"""`tfds build` of every builder as a user runs it, from the fixture manual directories: from the checkout's
+builder folders (`tfds build tfds_builders/<name>`), and by name with the packaged builders imported.
 
 The builds run as subprocesses in parallel (each imports TensorFlow, ~10 s); the fixtures hold one bad
 entry per skip reason, and the build summary recorded in the dataset metadata must count exactly those.
@@ -35,6 +36,8 @@ BUILDS = {
     ],
     "real_edit": ["tfds_builders/real_edit", "--manual_dir", "tfds_builders/real_edit/dummy_data"],
     "synthetic_edit": ["tfds_builders/synthetic_edit", "--config", "tiny"],
+    # By name, registered by importing the package's builders: how an installed package builds.
+    "synthetic_edit_by_name": ["synthetic_edit/tiny", "--imports", "rewardedit_jax.tfds_builders"],
 }
 
 
@@ -122,3 +125,32 @@ def test_synthetic_edit_build_has_both_splits_and_all_features(built):
     assert set(builder.info.features) == {*reward_edit_features, "target_image", "edit_type"}
     example = builder.as_data_source("test")[0]
     np.testing.assert_array_equal(example["edited_image"], example["target_image"])
+
+
+def test_a_build_by_name_gives_the_builder_folders_dataset(built):
+    data_dir, _ = built
+    version = synthetic.DATASET_VERSION
+    by_folder = tfds.builder_from_directory(data_dir / f"synthetic_edit/synthetic_edit/tiny/{version}")
+    by_name = tfds.builder_from_directory(data_dir / f"synthetic_edit_by_name/synthetic_edit/tiny/{version}")
+    assert (
+        by_name.info.module_name
+        == "rewardedit_jax.tfds_builders.synthetic_edit.synthetic_edit_dataset_builder"
+    )
+    for split in ("train", "test"):
+        a, b = by_folder.as_data_source(split), by_name.as_data_source(split)
+        assert len(a) == len(b)
+        assert all(
+            a[i]["key"] == b[i]["key"] and a[i]["instruction"] == b[i]["instruction"] for i in range(len(a))
+        )
+        np.testing.assert_array_equal(a[3]["source_image"], b[3]["source_image"])
+
+
+def test_the_builder_folders_hold_the_packaged_builders():
+    import rewardedit_jax.tfds_builders as packaged
+    from tfds_builders.real_edit import real_edit_dataset_builder as real_edit_folder
+    from tfds_builders.synthetic_edit import synthetic_edit_dataset_builder as synthetic_edit_folder
+
+    for name, folder in (("synthetic_edit", synthetic_edit_folder), ("real_edit", real_edit_folder)):
+        assert issubclass(folder.Builder, packaged.BUILDERS[name]) and folder.Builder.name == name
+        # Both imported in one process: the name stays registered to the packaged class.
+        assert tfds.builder_cls(name) is packaged.BUILDERS[name]

@@ -19,7 +19,7 @@ def tiny_tokenizer(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
-    from tfds_builders.synthetic_edit import synthetic_edit_dataset_builder
+    from rewardedit_jax.tfds_builders.synthetic_edit import synthetic_edit_dataset_builder
 
     data_dir = tmp_path_factory.mktemp("tfds")
     builder = synthetic_edit_dataset_builder.Builder(

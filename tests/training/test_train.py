@@ -420,21 +420,15 @@ def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
 
     50 steps: with 30% of its timesteps in the noisiest tenth, where the loss stays high longest, the loss
     of the last 5 of 30 steps was 0.71 and 0.65 of the first 5 (seeds 0 and 1), of 50 steps 0.59 and 0.49.
+    Its ``model.tokenizer`` is empty: the run makes the word tokenizer of the dataset and saves it.
     """
     from configs import demo
-    from rewardedit_jax.data.pipeline import load_data_source
-    from rewardedit_jax.tokenizer import load_tokenizer, write_word_tokenizer
+    from rewardedit_jax.convert.weights import read_json
+    from rewardedit_jax.data import vocabulary
+    from rewardedit_jax.tokenizer import load_tokenizer
 
-    source, _ = load_data_source("synthetic_edit/tiny", "train", str(synthetic_dir))
-    words = {
-        w.strip(".,;").lower() for i in range(len(source)) for w in str(source[i]["instruction"]).split()
-    }
-    tok = load_tokenizer(write_word_tokenizer(tmp_path / "tokenizer", sorted(words)))
     config = demo.get_config()
-    config.model.tokenizer = str(tmp_path / "tokenizer")
-    config.model.text_encoder = dict(
-        config.model.text_encoder.to_dict(), vocab_size=tok.vocab_size, eos_token_id=tok.eos_token_id
-    )
+    assert config.model.tokenizer == ""
     config.data.name, config.data.data_dir = "synthetic_edit/tiny", str(synthetic_dir)
     assert config.timesteps.high_noise_fraction == 0.3
     config.total_steps, config.batch_size, config.warmup_steps = 50, 16, 0
@@ -459,3 +453,27 @@ def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
     assert schedule.config["beta_schedule"] == "squaredcos_cap_v2"
     assert schedule.config["timestep_spacing"] == "trailing"
     assert schedule.alphas_cumprod[-1] < 1e-6  # zero terminal SNR, unlike SD 1.5's 0.0047
+    # The tokenizer made for the run, saved with the model: each word of the data one token, the text
+    # encoder's vocabulary and special ids set from it.
+    model = tmp_path / "run" / "model"
+    tok = load_tokenizer(model / "tokenizer")
+    words = vocabulary.dataset_words("synthetic_edit/tiny", synthetic_dir)
+    assert {"make", "circle", "triangle", "none", "wrong", "blurry"} <= set(words)
+    assert all(len(tok.backend.tokenize(w)) == 1 for w in words)
+    text_encoder = read_json(model / "text_encoder" / "config.json")
+    assert text_encoder["vocab_size"] == tok.vocab_size != config.model.text_encoder.vocab_size
+    assert (text_encoder["eos_token_id"], text_encoder["pad_token_id"]) == (
+        tok.eos_token_id,
+        tok.pad_token_id,
+    )
+    ids = tok(["make the circle red"])[0]
+    assert ids[0] == tok.bos_token_id and ids[5] == tok.eos_token_id  # four words, four tokens
+
+
+def test_an_empty_tokenizer_with_a_latent_cache_is_refused():
+    from configs import demo
+
+    config = demo.get_config()
+    config.data.latent_cache = "/nowhere/cache"
+    with pytest.raises(ConfigError, match="config.model.tokenizer is empty .* give the tokenizer they were"):
+        trainer._dataset_tokenizer(config)

@@ -1,58 +1,18 @@
-"""`instruct_pix2pix`: every InstructPix2Pix image pair (stage-1 data; manual download).
+"""The builder folder of `instruct_pix2pix` in a checkout: ``tfds build tfds_builders/instruct_pix2pix``.
 
-    tfds build tfds_builders/instruct_pix2pix --manual_dir M --data_dir D --file_format array_record
-
-The image source (original folders or HF parquet shards) may sit in M or in one subfolder of it; a JSON
-config `{"name": "custom", "image_dir": "..."}` picks it explicitly. See `rewardedit_jax/data/manual.py`.
+The builder is the packaged one (rewardedit_jax/tfds_builders/instruct_pix2pix). TFDS loads a builder folder
+as the module ``instruct_pix2pix.instruct_pix2pix_dataset_builder`` and takes the one builder class defined
+in it, so this module defines a subclass; ``skip_registration`` leaves the name ``instruct_pix2pix`` to the
+packaged class when both are imported in one process.
 """
 
-from __future__ import annotations
+from rewardedit_jax.tfds_builders.instruct_pix2pix import instruct_pix2pix_dataset_builder as _packaged
+from rewardedit_jax.tfds_builders.instruct_pix2pix.instruct_pix2pix_dataset_builder import (
+    InstructPix2PixConfig,
+)
 
-import dataclasses
-
-import tensorflow_datasets as tfds
-
-from rewardedit_jax.data import manual, validation
-
-
-@dataclasses.dataclass
-class InstructPix2PixConfig(tfds.core.BuilderConfig):
-    """image_dir: the image source's folder relative to the manual directory; None detects it."""
-
-    image_dir: str | None = None
+__all__ = ["Builder", "InstructPix2PixConfig"]
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
-    """InstructPix2Pix clip-filtered (instruction, source, edited) triplets, one example per image pair."""
-
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = [InstructPix2PixConfig(name="default", description="Detected image source.")]
-    DEFAULT_BUILDER_CONFIG_NAME = "default"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = """
-    Put one InstructPix2Pix clip-filtered image source in the manual directory, directly or in one
-    subfolder: the original folders (`<folder>/prompt.json`, `<seed>_0.jpg`, `<seed>_1.jpg`) or the HF
-    parquet shards (`*.parquet`, also accepted under `data/`). See docs/data.md.
-    """
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "key": tfds.features.Text(),
-                    "source_image": tfds.features.Image(shape=(None, None, 3)),
-                    "edited_image": tfds.features.Image(shape=(None, None, 3)),
-                    "instruction": tfds.features.Text(),
-                }
-            ),
-            homepage="https://www.timothybrooks.com/instruct-pix2pix",
-            metadata=tfds.core.MetadataDict(),
-        )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        return {"train": self._generate_examples(dl_manager.manual_dir)}
-
-    def _generate_examples(self, manual_dir):
-        summary = validation.BuildSummary(self.name, "train")
-        yield from manual.instruct_pix2pix_examples(manual_dir, summary, self.builder_config.image_dir)
-        self.info.metadata.setdefault("build_summary", {})["train"] = summary.finish()
+class Builder(_packaged.Builder, skip_registration=True):
+    __doc__ = _packaged.Builder.__doc__

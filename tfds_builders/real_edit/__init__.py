@@ -1,1 +1,1 @@
-"""The `real_edit` TFDS dataset builder (see real_edit_dataset_builder.py)."""
+"""The `real_edit` builder folder; dummy_data/ holds its test fixtures."""

@@ -1,1 +1,1 @@
-"""The `reward_edit` TFDS dataset builder (see reward_edit_dataset_builder.py)."""
+"""The `reward_edit` builder folder; dummy_data/ holds its test fixtures."""

@@ -1,1 +1,1 @@
-"""The `synthetic_edit` TFDS dataset builder (see synthetic_edit_dataset_builder.py)."""
+"""The `synthetic_edit` builder folder."""

@@ -1,90 +1,16 @@
-"""`synthetic_edit`: procedurally generated instruction edits with ground-truth rewards (no download).
+"""The builder folder of `synthetic_edit` in a checkout: ``tfds build tfds_builders/synthetic_edit``.
 
-    tfds build tfds_builders/synthetic_edit --config 32px --data_dir D --file_format array_record
-
-Without `--config`, every config is built. The generator, its edits, corruptions and the reward formula
-are documented in `rewardedit_jax/data/synthetic.py`.
+The builder is the packaged one (rewardedit_jax/tfds_builders/synthetic_edit). TFDS loads a builder folder
+as the module ``synthetic_edit.synthetic_edit_dataset_builder`` and takes the one builder class defined in
+it, so this module defines a subclass; ``skip_registration`` leaves the name ``synthetic_edit`` to the
+packaged class when both are imported in one process.
 """
 
-from __future__ import annotations
+from rewardedit_jax.tfds_builders.synthetic_edit import synthetic_edit_dataset_builder as _packaged
+from rewardedit_jax.tfds_builders.synthetic_edit.synthetic_edit_dataset_builder import SyntheticEditConfig
 
-import dataclasses
-
-import numpy as np
-import tensorflow_datasets as tfds
-
-from rewardedit_jax.data import synthetic
+__all__ = ["Builder", "SyntheticEditConfig"]
 
 
-@dataclasses.dataclass
-class SyntheticEditConfig(tfds.core.BuilderConfig):
-    """resolution: image side in pixels; num_train / num_test: examples per split."""
-
-    resolution: int = 32
-    num_train: int = 20_000
-    num_test: int = 512
-    corruption_fraction: float = synthetic.SyntheticConfig.corruption_fraction
-    seed: int = 0
-
-    def generator_config(self) -> synthetic.SyntheticConfig:
-        return synthetic.SyntheticConfig(
-            resolution=self.resolution, corruption_fraction=self.corruption_fraction, seed=self.seed
-        )
-
-
-def _config(name: str, resolution: int, num_train: int, num_test: int, description: str):
-    return SyntheticEditConfig(
-        name=name, description=description, resolution=resolution, num_train=num_train, num_test=num_test
-    )
-
-
-class Builder(tfds.core.GeneratorBasedBuilder):
-    """Synthetic RewardEdit-style edits: shapes, colours, backgrounds; imperfect train edits with rewards."""
-
-    VERSION = tfds.core.Version(synthetic.DATASET_VERSION)
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "70% imperfect train edits; washed_out quality corruption; corruptions drawn with "
-        "synthetic.CORRUPTION_WEIGHTS.",
-    }
-    BUILDER_CONFIGS = [
-        _config("16px", 16, 20_000, 512, "16x16 images, 20000 train / 512 test edits."),
-        _config("32px", 32, 20_000, 512, "32x32 images, 20000 train / 512 test edits (default)."),
-        _config("64px", 64, 20_000, 512, "64x64 images, 20000 train / 512 test edits."),
-        _config("tiny", 32, 48, 16, "32x32 images, 48 train / 16 test edits, for tests."),
-    ]
-    DEFAULT_BUILDER_CONFIG_NAME = "32px"
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        size = self.builder_config.resolution
-        image = tfds.features.Image(shape=(size, size, 3), encoding_format="png")
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "key": tfds.features.Text(),
-                    "source_image": image,
-                    "edited_image": image,
-                    "target_image": image,
-                    "instruction": tfds.features.Text(),
-                    "edit_type": tfds.features.Text(),
-                    "reward_scores": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-                    "reward_texts": tfds.features.Sequence(tfds.features.Text(), length=3),
-                }
-            ),
-            supervised_keys=None,
-            homepage="https://arxiv.org/abs/2411.04713",
-        )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        del dl_manager  # Nothing to download.
-        config = self.builder_config
-        return {
-            "train": self._generate_examples("train", config.num_train),
-            "test": self._generate_examples("test", config.num_test),
-        }
-
-    def _generate_examples(self, split: str, num_examples: int):
-        generator_config = self.builder_config.generator_config()
-        for index in range(num_examples):
-            example = synthetic.generate(generator_config, split, index)
-            yield example.key, example.as_tfds_example()
+class Builder(_packaged.Builder, skip_registration=True):
+    __doc__ = _packaged.Builder.__doc__
