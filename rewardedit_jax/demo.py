@@ -25,6 +25,12 @@ import numpy as np
 from rewardedit_jax.data import vocabulary
 from rewardedit_jax.io import atomic_write_text, write_json
 
+
+class DemoError(SystemExit):
+    """A user error: ``main`` prints its one line and exits with status 2 (a SystemExit, so that a stage
+    called on its own also stops with the message)."""
+
+
 PERSPECTIVES = ("following", "preserving", "quality")
 # The best condition is what the training data pairs with scores of 5 (synthetic_edit's perfect text; the
 # official models were trained with RewardEdit20K's own texts and use "None; None; None"); the low one
@@ -49,12 +55,12 @@ def build_dataset(data_dir: Path, config_name: str) -> None:
         _log(f"synthetic_edit/{config_name} {DATASET_VERSION} already built in {data_dir}")
         return
     if built.is_dir():  # runs trained on another version would be compared with new test edits
-        raise SystemExit(
+        raise DemoError(
             f"error: {built} holds another version of synthetic_edit than {DATASET_VERSION}; "
             "use another --out"
         )
     if importlib.util.find_spec("tensorflow_datasets") is None:
-        raise SystemExit(
+        raise DemoError(
             "error: building synthetic_edit needs tensorflow-datasets: pip install 'rewardedit-jax[data]'"
         )
     _log(f"building synthetic_edit/{config_name} {DATASET_VERSION} with tfds build")
@@ -74,7 +80,7 @@ def build_dataset(data_dir: Path, config_name: str) -> None:
         "array_record",
     ]
     if subprocess.run(cmd).returncode != 0:
-        raise SystemExit(f"error: tfds build of synthetic_edit/{config_name} failed (its output is above)")
+        raise DemoError(f"error: tfds build of synthetic_edit/{config_name} failed (its output is above)")
 
 
 def check_tokenizer(folder: Path, words: list[str]) -> None:
@@ -88,7 +94,7 @@ def check_tokenizer(folder: Path, words: list[str]) -> None:
     backend = load_tokenizer(folder).backend
     split = [w for w in words if len(backend.tokenize(w)) != 1]
     if split:
-        raise SystemExit(
+        raise DemoError(
             f"error: {folder} splits words of the dataset into several tokens ({', '.join(split[:3])}): "
             "it was written by an earlier version of the demo; use another --out"
         )
@@ -145,7 +151,7 @@ def train_seed(args, data_dir: Path, seed_dir: Path, seed: int) -> tuple[Path, P
         check_tokenizer(tokenizer, vocabulary.dataset_words(f"synthetic_edit/{args.data_config}", data_dir))
     stage1_trained = train(_config(args, data_dir, reward=False, steps=args.stage1_steps, seed=seed), stage1)
     if stage1_trained and any((r / "checkpoints").is_dir() for r in (reward_run, baseline_run)):
-        raise SystemExit(
+        raise DemoError(
             f"error: {runs} holds stage-2 runs started from an earlier stage 1; use another --out"
         )
     for run, reward, prefix in ((reward_run, True, "reward"), (baseline_run, False, "baseline")):
@@ -439,6 +445,14 @@ def make_grid(out: Path, seed_dir: Path, n: int = 8) -> str | None:
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except DemoError as e:
+        print(e, file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rewardedit_jax.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_out")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -505,7 +519,7 @@ def main(argv=None) -> int:
     export_dir = out / EXPORT_DIR
     if not export_dir.exists():
         if convert_main(["export", str(last / "runs" / "reward"), str(export_dir)]) != 0:
-            raise SystemExit("export failed")
+            raise DemoError("error: the diffusers export failed (its output is above)")
     pytorch_edit(export_dir, data_dir, args, out / "pytorch_edit.png")
 
     summary = summarize(per_seed)
