@@ -4,7 +4,7 @@ Layers, bottom to top: a module imports from its own layer and the layers below 
 (``tests/test_layers.py`` checks every import, those inside functions too). A name stands for the module
 or the package and everything in it; the longest name that matches a module decides its layer.
 
-1. models, configs and I/O: platforms, io, schedule, configs, models, judge, report, checkpoints, workdir
+1. models and I/O: platforms, io, hub, schedule, configs, models, judge, report, checkpoints, workdir
 2. conversion and data: convert, data, tfds_builders, tokenizer, torch_compat, oracle, reference_metrics
 3. training and sampling: sampling, training, parallel, evaluators
 4. command-line tools: train, aot, edit, evaluate, label, demo, cli, config_cli, convert.cli, convert.__main__

@@ -6,13 +6,14 @@
     python -m rewardedit_jax.edit --model PATH --image A.jpg --image B.jpg --instruction "make it snowy" \\
         --out OUTDIR [--batch-size 16] [--shared-noise]
 
-``PATH`` is a diffusers pipeline folder or a Flax model directory (``python -m rewardedit_jax.convert
-import``). The input is fitted like the official protocol (long side about ``--resolution``, both sides
-multiples of 64, centre crop + LANCZOS; docs/sources.md, "Generation settings") and edited with the
-official settings by default (Euler ancestral, 30 steps, text guidance 7.5, image guidance 1.5, seed 42).
-For a reward model the
-condition defaults to the best one (scores 5,5,5 and feedback "None; None; None"); ``--reward`` and
-``--feedback`` are errors for a stock model. The output is written atomically; progress goes to stderr.
+``PATH`` is a diffusers pipeline folder, a Flax model directory (``python -m rewardedit_jax.convert
+import``) or a Hugging Face Hub id, ``owner/name`` or ``owner/name@revision`` (downloaded into the Hugging
+Face cache, after every other flag is checked: :mod:`rewardedit_jax.hub`). The input is fitted like the
+official protocol (long side about ``--resolution``, both sides multiples of 64, centre crop + LANCZOS;
+docs/sources.md, "Generation settings") and edited with the official settings by default (Euler
+ancestral, 30 steps, text guidance 7.5, image guidance 1.5, seed 42). For a reward model the condition
+defaults to the best one (scores 5,5,5 and feedback "None; None; None"); ``--reward`` and ``--feedback``
+are errors for a stock model. The output is written atomically; progress goes to stderr.
 
 Several edits (``--image`` and/or ``--instruction`` repeated: one instruction for all images, one image for
 all instructions, or pairs in order) go to the folder ``--out`` as ``<i>_<image name>.png``. Edit i is seeded
@@ -32,6 +33,7 @@ import time
 
 import numpy as np
 
+from rewardedit_jax import hub
 from rewardedit_jax.cli import (
     DEFAULT_BATCH_SIZE,
     UsageError,
@@ -57,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Edit an image following an instruction (InstructPix2Pix / Reward-Edit).",
     )
     p.add_argument(
-        "--model", required=True, help="diffusers pipeline folder, Flax model directory or training workdir"
+        "--model",
+        required=True,
+        help="diffusers pipeline folder, Flax model directory, training workdir, or Hugging Face Hub id "
+        "owner/name[@revision]",
     )
     p.add_argument(
         "--image", required=True, action="append", help="input image file (repeat it to edit several images)"
@@ -106,8 +111,10 @@ def output_paths(out: str, pairs: list[tuple[str, str]]) -> list:
     return [out / f"{i:04d}_{to_path(image).stem}.png" for i, (image, _) in enumerate(pairs)]
 
 
-def _check_args(args) -> None:
+def _check_args(args) -> str | os.PathLike:
+    """Check every flag; returns the model folder (a Hub id resolved last, once the rest is known good)."""
     pairs = edit_pairs(args.image, args.instruction)
+    hub_id = hub.parse_hub_id(args.model)
     try:
         model, out = to_path(args.model), to_path(args.out)
         check_bucket(out)  # before the model is loaded and sampled
@@ -119,9 +126,9 @@ def _check_args(args) -> None:
             raise EditError(f"{image}: no such image file")
         if not image.is_file():
             raise EditError(f"{image}: not a file")
-    if not model.exists():
+    if hub_id is None and not model.exists():
         raise EditError(f"{model}: no such model folder")
-    if not model.is_dir():
+    if hub_id is None and not model.is_dir():
         raise EditError(f"{model}: not a model folder")
     if len(pairs) == 1 and out.exists() and out.is_dir():
         raise EditError(f"{out}: is a folder; give an output file name")
@@ -140,6 +147,9 @@ def _check_args(args) -> None:
     if args.reward is not None:
         parse_scores(args.reward)
     parse_scores(args.low_reward, "--low-reward")
+    if hub_id is None:
+        return args.model
+    return hub.fetch(*hub_id, log=_log).folder
 
 
 def _read_image(path: str | os.PathLike, resolution: int):
@@ -157,7 +167,7 @@ def _read_image(path: str | os.PathLike, resolution: int):
 
 
 def run(args) -> None:
-    _check_args(args)
+    model = _check_args(args)
     pairs = edit_pairs(args.image, args.instruction)
     sources = {}  # image path -> fitted image
     for image, _ in pairs:
@@ -177,7 +187,7 @@ def run(args) -> None:
     start = time.perf_counter()
     _log(f"loading {args.model} ({dtype_name})")
     try:
-        pipeline = load_pipeline(args.model, param_dtype=dtype, compute_dtype=dtype)
+        pipeline = load_pipeline(model, param_dtype=dtype, compute_dtype=dtype)
     except (ConversionError, PathError) as e:
         raise EditError(str(e)) from None
     _log(f"loaded in {time.perf_counter() - start:.1f} s")

@@ -50,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     # --- model -----------------------------------------------------------------------------------------
     # A diffusers pipeline folder, a Flax model directory, or a training workdir (its latest checkpoint:
     # EMA weights when present). '' = random init from model.* below (tests, the demo).
-    c.init_from = ""
+    c.init_from = ""  # model folder, training workdir, or Hugging Face Hub id owner/name[@revision]
     c.init_from_ema = True  # when init_from is a training workdir, start from its EMA weights
     c.model = ml_collections.ConfigDict()
     c.model.in_channels = 8  # the IP2P U-Net: noisy latent (4) + source latent (4); 4-ch inits expand

@@ -3,7 +3,7 @@
 Public API (a contract)::
 
     from rewardedit_jax import convert
-    unet = convert.load_unet(path)  # diffusers unet/ or pipeline folder, or a Flax model directory
+    unet = convert.load_unet(path)  # diffusers unet/ or pipeline folder, a Flax model directory, a Hub id
     eps = unet(sample, timesteps, encoder_hidden_states, reward_scores=None, feedback_embeds=None)
 
 The command line is ``python -m rewardedit_jax.convert {import,export,check}``.
@@ -15,6 +15,7 @@ import os
 
 from etils import epath
 
+from rewardedit_jax import hub
 from rewardedit_jax.convert import model_dir
 from rewardedit_jax.convert.pipeline import Pipeline, load_model_component, load_pipeline, training_source
 from rewardedit_jax.convert.unet import add_reward_conditioning, expand_input_channels
@@ -40,9 +41,10 @@ def resolve_component(path: str | os.PathLike, component: str) -> tuple[epath.Pa
     """Locate ``component`` (e.g. ``unet``) under ``path``. Returns (folder, ``'flax'`` or ``'diffusers'``).
 
     ``path`` may be a Flax model directory, a whole diffusers pipeline folder, or the component folder
-    itself (diffusers ``unet/`` with config.json + weights, or a Flax component with ``params/``).
+    itself (diffusers ``unet/`` with config.json + weights, or a Flax component with ``params/``), or a
+    Hugging Face Hub id of one (``owner/name[@revision]``, :mod:`rewardedit_jax.hub`).
     """
-    path = to_path(path)
+    path = to_path(hub.local_folder(path))
     if not path.exists():
         raise ConversionError(f"{path}: no such model folder")
     if not path.is_dir():
@@ -93,4 +95,4 @@ def load_tokenizer(path: str | os.PathLike):
     """The CLIP tokenizer of a ``tokenizer/`` folder or of a pipeline folder / Flax model directory."""
     from rewardedit_jax.tokenizer import load_tokenizer as _load_tokenizer
 
-    return _load_tokenizer(path)
+    return _load_tokenizer(hub.local_folder(path))

@@ -4,6 +4,8 @@
     export SRC DST   Flax model directory (or diffusers folder) -> diffusers folder
     check SRC        PyTorch vs converted Flax outputs on the same random inputs, per component
 
+SRC (and ``--against``) may also be a Hugging Face Hub id, ``owner/name`` or ``owner/name@revision``,
+downloaded into the Hugging Face cache first (:mod:`rewardedit_jax.hub`).
 Errors are one line on stderr (exit 2); ``check`` exits 1 when a component is above tolerance.
 Outputs are written to a temporary sibling directory and renamed into place only on success.
 """
@@ -16,6 +18,7 @@ import os
 import sys
 import time
 
+from rewardedit_jax import hub
 from rewardedit_jax.convert import pipeline
 from rewardedit_jax.convert.weights import ConversionError, atomic_directory
 from rewardedit_jax.io import PathError, to_path
@@ -26,17 +29,21 @@ def _log(msg: str) -> None:
 
 
 def cmd_import(args) -> int:
-    src, dst = to_path(args.src), to_path(args.dst)
+    dst = to_path(args.dst)
+    found = hub.resolve(args.src)
+    src = to_path(found.folder if found else args.src)
     t0 = time.perf_counter()
     pipeline.layout_of(src)  # fail on a bad source before creating anything
     with atomic_directory(dst, overwrite=args.overwrite) as tmp:
-        components = pipeline.import_folder(src, tmp, in_channels=args.in_channels, log=_log)
+        components = pipeline.import_folder(
+            src, tmp, in_channels=args.in_channels, log=_log, source=found.pinned if found else None
+        )
     _log(f"imported {', '.join(components)} into {dst} in {time.perf_counter() - t0:.1f}s")
     return 0
 
 
 def cmd_export(args) -> int:
-    src, dst = to_path(args.src), to_path(args.dst)
+    src, dst = to_path(hub.local_folder(args.src)), to_path(args.dst)
     t0 = time.perf_counter()
     pipeline.layout_of(src)
     with atomic_directory(dst, overwrite=args.overwrite) as tmp:
@@ -48,13 +55,13 @@ def cmd_export(args) -> int:
 def cmd_check(args) -> int:
     from rewardedit_jax.convert.parity import CHECKS
 
-    src = to_path(args.src)
+    src = to_path(hub.local_folder(args.src))
     components, layout = pipeline.layout_of(src)
     if pipeline.model_dir.is_model_dir(src):
         raise ConversionError(
             f"{src}: check needs the diffusers (PyTorch) folder as SRC; pass --against FLAX_DIR"
         )
-    against = to_path(args.against) if args.against else None
+    against = to_path(hub.local_folder(args.against)) if args.against else None
     if against is not None:
         against_components, against_layout = pipeline.layout_of(against)
     failed = False
@@ -82,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("import", help="diffusers folder -> Flax model directory")
-    p.add_argument("src", help="diffusers pipeline folder or a single unet/ folder")
+    p.add_argument(
+        "src", help="diffusers pipeline folder or a single unet/ folder, or a Hub id owner/name[@revision]"
+    )
     p.add_argument("dst", help="Flax model directory to create")
     p.add_argument(
         "--in-channels",
@@ -99,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("check", help="compare PyTorch and Flax outputs on random inputs")
-    p.add_argument("src", help="diffusers folder (PyTorch reference)")
+    p.add_argument("src", help="diffusers folder (PyTorch reference) or a Hub id owner/name[@revision]")
     p.add_argument("--against", default=None, help="Flax model directory to compare (default: convert SRC)")
     p.add_argument("--rtol", type=float, default=1e-4, help="max relative error ||flax-torch||/||torch||")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")

@@ -17,6 +17,7 @@ from typing import Any
 
 from etils import epath
 
+from rewardedit_jax import hub
 from rewardedit_jax.convert import clip_text, model_dir, unet, vae
 from rewardedit_jax.convert.weights import ConversionError, read_json, write_json
 from rewardedit_jax.io import absolute, local_copy, to_path
@@ -176,9 +177,18 @@ def _copy_files(src: str | os.PathLike, dst: Path, name: str) -> None:
 
 
 def import_folder(
-    src: str | os.PathLike, tmp: Path, *, in_channels: int | None = None, log=print
+    src: str | os.PathLike,
+    tmp: Path,
+    *,
+    in_channels: int | None = None,
+    log=print,
+    source: str | None = None,
 ) -> list[str]:
-    """Convert the diffusers folder ``src`` into the (temporary) Flax model directory ``tmp``."""
+    """Convert the diffusers folder ``src`` into the (temporary) Flax model directory ``tmp``.
+
+    ``source``: what the manifest records as the origin (default: ``src`` made absolute; a Hub model's
+    pinned id, which names the same files on any machine, rather than its folder in one machine's cache).
+    """
     src = to_path(src)
     components, layout = layout_of(src)
     models = {}
@@ -199,7 +209,7 @@ def import_folder(
     if (src / "model_index.json").is_file():
         with local_copy(src / "model_index.json") as index:
             shutil.copy(index, tmp / "model_index.json")
-    model_dir.write_manifest(tmp, components, source=str(absolute(src)), layout=layout)
+    model_dir.write_manifest(tmp, components, source=source or str(absolute(src)), layout=layout)
     return components
 
 
@@ -262,13 +272,14 @@ def export_folder(src: str | os.PathLike, tmp: Path, *, ema: bool = True, log=pr
 
 
 def load_pipeline(path: str | os.PathLike, *, param_dtype=None, compute_dtype=None) -> Pipeline:
-    """Load a whole editing pipeline from a diffusers folder or a Flax model directory.
+    """Load a whole editing pipeline from a diffusers folder, a Flax model directory or a Hugging Face Hub
+    id (``owner/name[@revision]``, downloaded into the Hugging Face cache: :mod:`rewardedit_jax.hub`).
 
     Requires all of ``unet``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler``.
     """
     from rewardedit_jax.tokenizer import load_tokenizer
 
-    path = to_path(path)
+    path = to_path(hub.local_folder(path))
     components, layout = layout_of(path)
     missing = [c for c in COMPONENTS if c not in components]
     if layout == "component" or missing:

@@ -62,6 +62,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from rewardedit_jax import hub
 from rewardedit_jax.data import pipeline
 from rewardedit_jax.io import absolute, read_bytes, scheme_of, to_path
 
@@ -479,9 +480,10 @@ def precompute(
 
     Writes the cache to `out_dir` (through a temporary sibling folder renamed on success) and returns its
     `cache_info.json`. `model_path` is a diffusers pipeline folder or a Flax model directory (only its
-    `vae`, `text_encoder` and `tokenizer` are loaded). Images are resized to `resolution` like the input
-    pipeline does (`fast_jpeg=False`: full JPEG decode, the official preprocessing). `dtype` is the storage
-    type of latents and text embeddings (`float16` or `float32`).
+    `vae`, `text_encoder` and `tokenizer` are loaded), or a Hugging Face Hub id of one
+    (`owner/name[@revision]`, recorded pinned to its commit). Images are resized to `resolution` like the
+    input pipeline does (`fast_jpeg=False`: full JPEG decode, the official preprocessing). `dtype` is the
+    storage type of latents and text embeddings (`float16` or `float32`).
     """
     from tqdm import tqdm
 
@@ -495,7 +497,9 @@ def precompute(
     if out_dir.exists() and not overwrite:
         raise LatentCacheError(f"{out_dir}: output already exists (pass overwrite=True / --overwrite)")
     source, ds_info = _open_dataset(dataset, split, data_dir)
-    vae, text_encoder, tokenizer = _load_encoders(model_path)
+    found = hub.resolve(model_path)
+    model_source = found.pinned if found else str(absolute(model_path))
+    vae, text_encoder, tokenizer = _load_encoders(found.folder if found else model_path)
     factor = vae.config.downsample_factor
     if resolution % factor:
         raise LatentCacheError(
@@ -569,7 +573,7 @@ def precompute(
                 "dataset": ds_info.full_name,
                 "split": split,
                 "source_num_examples": len(source),
-                "model_path": str(absolute(model_path)),
+                "model_path": model_source,
                 "resolution": resolution,
                 "fast_jpeg": fast_jpeg,
                 "latent_shape": latent_shape,

@@ -22,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rewardedit_jax.data.precompute", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--model", required=True, help="diffusers pipeline folder or Flax model directory")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="diffusers pipeline folder, Flax model directory, or Hugging Face Hub id owner/name[@revision]",
+    )
     parser.add_argument("--dataset", required=True, help="NAME[/CONFIG] in --data-dir, or a dataset folder")
     parser.add_argument("--split", default="train")
     parser.add_argument("--data-dir", default=None, help="the TFDS data_dir the dataset was built into")

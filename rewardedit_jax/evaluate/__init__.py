@@ -36,6 +36,9 @@ and ``report.html`` (written atomically). A rerun resumes: existing edits and ju
 judgment only while its edited image is unchanged); a rerun with other generation settings is an error.
 ``--model``, ``--data-dir`` and ``--out`` may be remote URLs (``gs://...``, :mod:`rewardedit_jax.io`), except
 that ``--judge gpt`` needs a local ``--out`` (its sqlite cache and the judge's image reads are local).
+``--model`` may also be a Hugging Face Hub id, ``owner/name[@revision]``, resolved (and downloaded into the
+Hugging Face cache) after every other flag is checked and recorded pinned to its commit, ``owner/name@<sha>``
+(:mod:`rewardedit_jax.hub`).
 
 The package: :mod:`~rewardedit_jax.evaluate.settings` (:class:`EvalSettings`, every flag checked once,
 before anything loads), :mod:`~rewardedit_jax.evaluate.generation` (the missing edits),

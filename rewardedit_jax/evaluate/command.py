@@ -17,7 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate, judge and summarize a benchmark's edits (Real-Edit protocol).",
     )
     p.add_argument(
-        "--model", required=True, help="diffusers pipeline folder, Flax model directory or workdir"
+        "--model",
+        required=True,
+        help="diffusers pipeline folder, Flax model directory, workdir, or Hugging Face Hub id "
+        "owner/name[@revision]",
     )
     p.add_argument("--benchmark", required=True, help="real_edit or synthetic_edit[/CONFIG]")
     p.add_argument("--data-dir", required=True, help="TFDS data_dir the benchmark is built in")

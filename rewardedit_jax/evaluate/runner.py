@@ -31,8 +31,9 @@ def evaluate(
 ) -> dict | None:
     """Generate, judge and summarize the edits of ``benchmark``; returns the ``results.json`` dict.
 
-    ``model``: a diffusers pipeline folder, Flax model directory or training workdir
-    (:func:`rewardedit_jax.convert.load_pipeline`). ``benchmark``: ``real_edit`` or
+    ``model``: a diffusers pipeline folder, Flax model directory or training workdir, or a Hugging Face Hub
+    id ``owner/name[@revision]`` (:func:`rewardedit_jax.convert.load_pipeline`; ``results.json`` records it
+    pinned to the commit it resolved to). ``benchmark``: ``real_edit`` or
     ``synthetic_edit[/CONFIG]``, built in ``data_dir``. The keyword ``options`` are those of
     :meth:`EvalSettings.create` and mirror the flags: ``judge``: ``gpt``, ``oracle`` or ``none``
     (default: gpt for real_edit, oracle for synthetic_edit). ``judge_config``: the GPT judge's

@@ -19,7 +19,7 @@ from typing import Any
 
 from etils import epath
 
-from rewardedit_jax import cli, evaluators, reference_metrics
+from rewardedit_jax import cli, evaluators, hub, reference_metrics
 from rewardedit_jax.evaluators import BenchmarkEdit, EvaluationError, benchmark_resolution, resolve_benchmark
 from rewardedit_jax.io import PathError, check_bucket, is_remote, resolve, to_path
 
@@ -88,7 +88,9 @@ class EvalSettings:
     the prepared dataset folder, the judge (with its configuration for gpt), the sampling settings (dtype
     ``auto`` resolved, the real_edit resolution defaulted), the batch size and the reference models."""
 
-    model: str  # the model folder, resolved (a URL stays a URL)
+    # The model folder, resolved (a URL stays a URL); a Hugging Face Hub id pinned to the commit it resolved
+    # to (owner/name@commit), which names the same files on every machine and in every later run.
+    model: str
     model_step: int | None  # a training workdir's checkpoint step
     benchmark: str  # as given: real_edit or synthetic_edit[/CONFIG]
     dataset_dir: epath.Path  # the prepared version folder of the benchmark
@@ -266,19 +268,19 @@ class EvalSettings:
         if reward_guidance is not None and not math.isfinite(reward_guidance):
             raise EvaluationError(f"--reward-guidance must be a finite number; got {reward_guidance}")
         low_scores = _parse_scores(low_reward, "--low-reward") if reward_guidance is not None else None
+        hub_id = hub.parse_hub_id(model)  # resolved after every other check: it may download the model
         try:
             model_path = to_path(model, expanduser=True)
             out = to_path(out, expanduser=True)
             check_bucket(out)
         except PathError as e:
             raise EvaluationError(str(e)) from None
-        if not model_path.exists():
+        if hub_id is None and not model_path.exists():
             raise EvaluationError(f"{model_path}: no such model folder")
-        if not model_path.is_dir():
+        if hub_id is None and not model_path.is_dir():
             raise EvaluationError(f"{model_path}: not a model folder")
         clip_model = _clip_folder(clip_model)
         dino_model = _dino_folder(dino_model)
-        model_step = _workdir_step(model_path)
         if out.exists() and not out.is_dir():
             raise EvaluationError(f"{out}: not a folder")
         if judge == "gpt" and is_remote(out):
@@ -292,10 +294,19 @@ class EvalSettings:
         resolution = benchmark_resolution(kind, resolution)
         if kind == "real_edit" and resolution < 64:
             raise EvaluationError(f"--resolution must be at least 64 for real_edit; got {resolution}")
+        if hub_id is not None:
+            try:
+                found = hub.fetch(*hub_id)
+            except PathError as e:
+                raise EvaluationError(str(e)) from None
+            model_path, model = epath.Path(found.folder), found.pinned
+        else:
+            model = str(resolve(model_path))
+        model_step = _workdir_step(model_path)
         from rewardedit_jax.sampling import resolve_dtype
 
         return cls(
-            model=str(resolve(model_path)),
+            model=model,
             model_step=model_step,
             benchmark=benchmark,
             dataset_dir=dataset_dir,

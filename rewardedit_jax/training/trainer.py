@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from rewardedit_jax import checkpoints as checkpoints_lib
+from rewardedit_jax import hub
 from rewardedit_jax import workdir as workdir_lib
 from rewardedit_jax.convert import model_dir as model_dir_lib
 from rewardedit_jax.io import checkpoint_dir, makedirs, to_path
@@ -109,7 +110,8 @@ def check_config(config: ml_collections.ConfigDict, devices) -> tuple[int, int, 
         )
     if not config.init_from and not config.model.unet:
         raise ConfigError("config.init_from is empty and config.model.unet gives no config for random init")
-    if config.init_from and not to_path(config.init_from).exists():
+    # A Hugging Face Hub id is resolved (downloaded, once per process) here: a bad one fails before any model.
+    if config.init_from and not to_path(hub.local_folder(config.init_from)).exists():
         raise ConfigError(f"config.init_from: {config.init_from} does not exist")
     return shape
 
@@ -159,16 +161,17 @@ def build_models(config, workdir: Path) -> TrainModels:
     restart = checkpoints_lib.complete_steps(workdir / workdir_lib.CHECKPOINTS)
     if restart and model_path.is_dir() and model_dir_lib.is_model_dir(model_path):
         return _load_model_dir(model_path, compute)
-    if not config.init_from:
+    init_from = hub.local_folder(config.init_from) if config.init_from else ""  # a Hub id: resolved once
+    if not init_from:
         models = _random_models(config, compute)
-    elif workdir_lib.is_workdir(config.init_from):
-        models = _load_model_dir(to_path(config.init_from) / workdir_lib.MODEL, compute)
-        step = workdir_lib.load_unet_params(config.init_from, models.unet, ema=config.init_from_ema)
-        log.info("initialized the U-Net from %s step %d", config.init_from, step)
+    elif workdir_lib.is_workdir(init_from):
+        models = _load_model_dir(to_path(init_from) / workdir_lib.MODEL, compute)
+        step = workdir_lib.load_unet_params(init_from, models.unet, ema=config.init_from_ema)
+        log.info("initialized the U-Net from %s step %d", init_from, step)
     else:
-        p = pipeline_lib.load_pipeline(config.init_from, compute_dtype=compute)
-        components, _ = pipeline_lib.layout_of(config.init_from)
-        src = to_path(config.init_from)
+        p = pipeline_lib.load_pipeline(init_from, compute_dtype=compute)
+        components, _ = pipeline_lib.layout_of(init_from)
+        src = to_path(init_from)
 
         def cfg_of(name):
             if model_dir_lib.is_model_dir(src):
