@@ -11,6 +11,7 @@ edit through the PyTorch export; writes ``OUT/results.json``, ``OUT/report.html`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import shutil
@@ -45,6 +46,29 @@ EXPORT_DIR = "export_reward"  # OUT/export_reward: the last seed's reward model 
 
 def _log(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _stage(name: str):
+    """Says when a stage ends and how long it took."""
+    start = time.perf_counter()
+    yield
+    _log(f"{name}: done in {_duration(time.perf_counter() - start)}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def _show_training_progress() -> None:
+    """The trainer's progress lines (step/total, loss, images/s, time left) on stderr, as the demo's own."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[demo %(asctime)s]   %(message)s", "%H:%M:%S"))
+    trainer_log = logging.getLogger("rewardedit_jax.train")
+    trainer_log.addHandler(handler)
+    trainer_log.setLevel(logging.INFO)
+    trainer_log.propagate = False
 
 
 def build_dataset(data_dir: Path, config_name: str) -> None:
@@ -127,7 +151,8 @@ def train(config, workdir: Path) -> bool:
         _log(f"{workdir.name}: already trained")
         return False
     _log(f"training {workdir.name}: {config.total_steps} steps, reward={config.reward.enabled}")
-    train_and_evaluate(config, workdir)
+    with _stage(f"training {workdir.name}"):
+        train_and_evaluate(config, workdir)
     return True
 
 
@@ -167,24 +192,25 @@ def evaluate(model: Path, out: Path, data_dir: Path, args, **kwargs) -> dict:
     from rewardedit_jax.evaluate import evaluate as run_eval
 
     _log(f"evaluating {model.name} -> {out.name}")
-    return run_eval(
-        model,
-        f"synthetic_edit/{args.data_config}",
-        data_dir,
-        out,
-        judge="oracle",
-        steps=args.sample_steps,
-        scheduler=SCHEDULER,
-        text_guidance=args.text_guidance,
-        image_guidance=args.image_guidance,
-        seed=0,
-        seed_per_edit=True,  # independent noise per edit: 256 samples, not one noise draw 256 times
-        limit=args.limit,
-        batch_size=64,
-        progress=False,
-        log=None,
-        **kwargs,
-    )
+    with _stage(f"evaluating {model.name} -> {out.name}"):
+        return run_eval(
+            model,
+            f"synthetic_edit/{args.data_config}",
+            data_dir,
+            out,
+            judge="oracle",
+            steps=args.sample_steps,
+            scheduler=SCHEDULER,
+            text_guidance=args.text_guidance,
+            image_guidance=args.image_guidance,
+            seed=0,
+            seed_per_edit=True,  # independent noise per edit: 256 samples, not one noise draw 256 times
+            limit=args.limit,
+            batch_size=64,
+            progress=False,
+            log=None,
+            **kwargs,
+        )
 
 
 def pytorch_edit(export_dir: Path, data_dir: Path, args, out_png: Path) -> None:
@@ -476,11 +502,13 @@ def _main(argv=None) -> int:
         args.data_config, args.resolution = "tiny", 32
         args.stage1_steps, args.stage2_steps, args.sample_steps, args.limit = 4, 4, 2, 8
     logging.basicConfig(level=logging.WARNING)
+    _show_training_progress()
     t0 = time.perf_counter()
     out = Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "tfds"
-    build_dataset(data_dir, args.data_config)
+    with _stage("the dataset"):
+        build_dataset(data_dir, args.data_config)
 
     per_seed, seed_seconds = {}, {}
     for seed in args.seeds:
@@ -518,9 +546,11 @@ def _main(argv=None) -> int:
 
     export_dir = out / EXPORT_DIR
     if not export_dir.exists():
-        if convert_main(["export", str(last / "runs" / "reward"), str(export_dir)]) != 0:
-            raise DemoError("error: the diffusers export failed (its output is above)")
-    pytorch_edit(export_dir, data_dir, args, out / "pytorch_edit.png")
+        with _stage("the diffusers export"):
+            if convert_main(["export", str(last / "runs" / "reward"), str(export_dir)]) != 0:
+                raise DemoError("error: the diffusers export failed (its output is above)")
+    with _stage("the PyTorch edit"):
+        pytorch_edit(export_dir, data_dir, args, out / "pytorch_edit.png")
 
     summary = summarize(per_seed)
     grid_rel = make_grid(out, last)

@@ -41,7 +41,7 @@ METRIC_NAMES = ("l1", "l2", "clip_i", "clip_t", "dino")
 
 
 class EvaluationError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
+    """A user-facing error: printed as one line, exit status 2."""
 
 
 def _safe(text: str, limit: int = 80) -> str:

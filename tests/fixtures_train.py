@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def tiny_config(tokenizer: Path, data_dir: Path, **overrides):

@@ -59,8 +59,6 @@ def test_copies_of_the_config_files_load_without_the_checkout_on_sys_path(tmp_pa
 
 
 def test_the_checkout_configs_are_the_packaged_ones():
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     from configs import default, demo, sd15_ip2p, sd15_reward
     from rewardedit_jax.configs import default as packaged_default
     from rewardedit_jax.configs import demo as packaged_demo

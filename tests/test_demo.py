@@ -60,6 +60,12 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     }
     assert (out / "seed0" / "runs" / "reward" / "eval" / "4" / "oracle" / "grid.png").is_file()
     assert "During training" in (out / "report.html").read_text()
+    # Long work is not silent: the trainer's progress lines and each stage's duration reach stderr.
+    assert "step 4/4  loss" in proc.stderr and "ETA" in proc.stderr, proc.stderr[-3000:]
+    stages = ["the dataset", "training stage1", "training reward", "the PyTorch edit"]
+    stages.append("evaluating reward -> eval_reward_555")
+    for stage in stages:
+        assert f"{stage}: done in " in proc.stderr, stage
 
 
 def test_training_curves_plot_the_oracle_rows_over_the_steps(tmp_path):
@@ -166,3 +172,24 @@ def test_a_run_with_a_tokenizer_that_splits_words_is_refused(tmp_path):
     (folder / "merges.txt").write_text("\n".join(m for m in merges if not m.startswith("tri")) + "\n")
     with pytest.raises(SystemExit, match=r"into several tokens \(triangle\): it was written by an earlier"):
         demo.check_tokenizer(folder, words)
+
+
+def test_training_shows_a_progress_bar_on_a_terminal_and_log_lines_otherwise(monkeypatch):
+    import io
+
+    from rewardedit_jax.training import trainer
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert trainer._progress_bar(0, 10) is None  # not a terminal: log lines every log_every_steps
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    bar = trainer._progress_bar(3, 10)
+    bar.update(2)
+    bar.set_postfix_str("loss 0.1234  5.00 img/s")
+    bar.close()
+    text = terminal.getvalue()
+    assert "training" in text and "5/10" in text and "loss 0.1234  5.00 img/s" in text, text

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,8 +18,6 @@ from rewardedit_jax import evaluate as ev
 from rewardedit_jax.data import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the TFDS builders import as `tfds_builders.<name>...`
-    sys.path.insert(0, str(REPO))
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

@@ -17,8 +17,6 @@ from rewardedit_jax import evaluate as ev
 from rewardedit_jax import parallel
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the TFDS builders import as `tfds_builders.<name>...`
-    sys.path.insert(0, str(REPO))
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

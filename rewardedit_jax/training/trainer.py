@@ -9,6 +9,7 @@ TPU pods (every host runs the same command).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -477,11 +478,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         evaluations = evals_lib.TrainingEvals(config, workdir, config.total_steps)
         last, pending, window_start, window_steps = {}, None, time.perf_counter(), 0
         step = start
-        with _Preemption() as preemption:
+        bar = _progress_bar(start, config.total_steps) if is_main else None
+        with _Preemption() as preemption, contextlib.closing(bar or _NoBar()):
             while step < config.total_steps:
                 state, metrics = compiled(state, batch, frozen)
                 step += 1
                 window_steps += 1
+                if bar is not None:
+                    bar.update(1)
                 if pending is not None:
                     _check_finite(*pending)
                 pending = (step, metrics)
@@ -504,7 +508,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         "perf/tflops_per_device": flops / step_time / 1e12,
                     }
                     writer.write(step, last)
-                    if is_main:
+                    if bar is not None:
+                        loss, speed = last["learning/loss"], last["perf/images_per_s"]
+                        bar.set_postfix_str(f"loss {loss:.4f}  {speed:.2f} img/s", refresh=False)
+                    elif is_main:
                         eta = (config.total_steps - step) * step_time
                         log.info(
                             "step %d/%d  loss %.4f  lr %.2e  %.2f img/s  ETA %s",
@@ -534,6 +541,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if order_file is not None:
             order_file.close()
     return {"step": step, **last, "compile_s": compile_s, "state": state}
+
+
+def _progress_bar(start: int, total: int):
+    """A progress bar (steps, loss, images/s, time left) when stderr is a terminal; None otherwise, and the
+    progress goes to log lines every ``log_every_steps``."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", desc="training", dynamic_ncols=True, file=sys.stderr)
+
+
+class _NoBar:
+    def close(self) -> None:
+        pass
 
 
 def _check_finite(step: int, metrics: dict) -> None:

@@ -34,8 +34,6 @@ from rewardedit_jax.judge.official import OFFICIAL_FILES, OfficialProtocol, Offi
 from rewardedit_jax.judge.parse import parse_eval_answer
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # the TFDS builders import as `tfds_builders.<name>...`
-    sys.path.insert(0, str(REPO))
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -428,7 +426,7 @@ def test_cli_missing_or_changed_official_file_fails_before_generation(real_edit,
     (repo / OFFICIAL_FILES["preserving"]).unlink()
     out = tmp_path / "fresh"
     args = ["--judge", "gpt", "--judge-protocol", "official", "--official-repo", str(repo)]
-    assert cli(model, data_dir, out, *args) == 1
+    assert cli(model, data_dir, out, *args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     missing = repo / OFFICIAL_FILES["preserving"]
     assert len(lines) == 1 and lines[0].startswith(f"error: {missing}: missing")
@@ -437,7 +435,7 @@ def test_cli_missing_or_changed_official_file_fails_before_generation(real_edit,
     write_official_repo(repo)
     path = repo / OFFICIAL_FILES["following"]
     path.write_text(path.read_text().replace("messages=[", "messages=MESSAGES + ["))
-    assert cli(model, data_dir, out, *args) == 1
+    assert cli(model, data_dir, out, *args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert (
         len(lines) == 1
@@ -446,10 +444,10 @@ def test_cli_missing_or_changed_official_file_fails_before_generation(real_edit,
     )
     assert not (out / "images").exists()
 
-    assert cli(model, data_dir, out, "--judge", "gpt", "--judge-protocol", "official") == 1
+    assert cli(model, data_dir, out, "--judge", "gpt", "--judge-protocol", "official") == 2
     assert capsys.readouterr().err.strip() == (
         "error: --judge-protocol official needs --official-repo PATH, "
         "a clone of bytedance/Multi-Reward-Editing"
     )
-    assert cli(model, data_dir, out, "--judge", "none", "--judge-protocol", "official") == 1
+    assert cli(model, data_dir, out, "--judge", "none", "--judge-protocol", "official") == 2
     assert capsys.readouterr().err.strip() == "error: --judge-protocol official applies to --judge gpt only"
