@@ -17,6 +17,7 @@ from fixtures_events import (
 )
 from PIL import Image
 
+from rewardedit_jax import report
 from rewardedit_jax.training import metrics
 from rewardedit_jax.training.sharding import ConfigError
 
@@ -87,7 +88,7 @@ def test_a_disabled_writer_writes_nothing(tmp_path):
 def test_png_bytes_are_the_image(tmp_path):
     image = _image(2)
     path = tmp_path / "a.png"
-    path.write_bytes(metrics.png_bytes(image))
+    path.write_bytes(report.png_bytes(image))
     np.testing.assert_array_equal(np.asarray(Image.open(path)), image)
 
 
