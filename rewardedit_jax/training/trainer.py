@@ -30,7 +30,7 @@ from rewardedit_jax import checkpoints as checkpoints_lib
 from rewardedit_jax import hub
 from rewardedit_jax import workdir as workdir_lib
 from rewardedit_jax.convert import model_dir as model_dir_lib
-from rewardedit_jax.io import checkpoint_dir, makedirs, to_path
+from rewardedit_jax.io import checkpoint_dir, makedirs, read_json, to_path
 from rewardedit_jax.schedule import PREDICTION_TYPES, NoiseSchedule, ScheduleError
 from rewardedit_jax.training import builder
 from rewardedit_jax.training import evals as evals_lib
@@ -355,6 +355,7 @@ def _data_iterator(config, tokenizer, seed: int):
             seed=seed,
             read_threads=config.data.read_threads,
             worker_count=config.data.worker_count,
+            flip=config.data.flip,
         )
     return data_pipeline.make_dataset(
         config.data.name,
@@ -375,8 +376,14 @@ def check_dataset(config) -> None:
     """Fail early, with one line, when the dataset (or an evaluator's benchmark) is not built."""
     evals_lib.check_eval_data(config)
     if config.data.latent_cache:
-        if not (to_path(config.data.latent_cache) / "cache_info.json").is_file():
+        info_file = to_path(config.data.latent_cache) / "cache_info.json"
+        if not info_file.is_file():
             raise ConfigError(f"config.data.latent_cache: {config.data.latent_cache} is not a latent cache")
+        if config.data.flip and not read_json(info_file).get("flips", True):
+            raise ConfigError(
+                f"config.data.latent_cache: {config.data.latent_cache} was built without flips (--no-flips); "
+                "set config.data.flip=False or build the cache with flips"
+            )
         return
     from rewardedit_jax.data import pipeline as data_pipeline
 

@@ -477,3 +477,17 @@ def test_an_empty_tokenizer_with_a_latent_cache_is_refused():
     config.data.latent_cache = "/nowhere/cache"
     with pytest.raises(ConfigError, match="config.model.tokenizer is empty .* give the tokenizer they were"):
         trainer._dataset_tokenizer(config)
+
+
+def test_a_latent_cache_without_flips_needs_flip_off(tmp_path):
+    from configs import test_tiny
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "cache_info.json").write_text(json.dumps({"flips": False}))
+    config = test_tiny.get_config()
+    config.data.latent_cache = str(cache)
+    with pytest.raises(ConfigError, match=r"built without flips \(--no-flips\); set config.data.flip=False"):
+        trainer.check_dataset(config)
+    config.data.flip = False
+    trainer.check_dataset(config)  # accepted; the iterator then reads the cache without flips
