@@ -31,17 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-# SD 1.5 / InstructPix2Pix scheduler settings (diffusers' scheduler_config.json keys).
-SCHEDULER_CONFIG = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "steps_offset": 1,
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "prediction_type": "epsilon",
-}
+from rewardedit_jax.configs.sd15 import SD15_SCHEDULER  # noqa: E402
+
+SCHEDULER_CONFIG = SD15_SCHEDULER  # SD 1.5 / InstructPix2Pix
 TEXT_GUIDANCE = 7.5
 IMAGE_GUIDANCE = 1.5
 INSTRUCTION = "make it look like a snowy winter evening"

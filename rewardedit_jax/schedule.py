@@ -89,14 +89,9 @@ class NoiseSchedule:
 
     @classmethod
     def sd15(cls) -> NoiseSchedule:
-        return cls.from_scheduler_config(
-            {
-                "num_train_timesteps": 1000,
-                "beta_schedule": "scaled_linear",
-                "beta_start": 0.00085,
-                "beta_end": 0.012,
-            }
-        )
+        from rewardedit_jax.configs.sd15 import SD15_SCHEDULER
+
+        return cls.from_scheduler_config(SD15_SCHEDULER)
 
     def add_noise(self, x0: jax.Array, noise: jax.Array, timesteps: jax.Array) -> jax.Array:
         """``q(x_t | x_0)`` for integer timesteps (B,), NHWC ``x0``; computed in float32."""

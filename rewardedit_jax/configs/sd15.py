@@ -1,4 +1,5 @@
-"""The Stable Diffusion 1.5 architecture (diffusers configs of its U-Net, VAE and CLIP text encoder) and the
+"""The Stable Diffusion 1.5 architecture (diffusers configs of its U-Net, VAE, CLIP text encoder and noise
+schedule) and the
 sharded train-state layout of the SD 1.5 configs (configs/sd15_ip2p.py, configs/sd15_reward.py).
 
 Used for random init (``init_from=''``), for ahead-of-time compilation from abstract shapes and by the
@@ -29,6 +30,17 @@ SD15_VAE = dict(
     up_block_types=["UpDecoderBlock2D"] * 4,
     scaling_factor=0.18215,
 )
+# Its noise schedule, as in its scheduler/scheduler_config.json (also InstructPix2Pix's).
+SD15_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "prediction_type": "epsilon",
+}
 SD15_TEXT_ENCODER = dict(
     vocab_size=49408,
     hidden_size=768,

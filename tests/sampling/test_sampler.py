@@ -13,6 +13,7 @@ import torch
 from fixtures_sd import save_tiny_sd_components
 from fixtures_unet import IP2P_LIKE, make_torch_unet
 
+from rewardedit_jax.configs.sd15 import SD15_SCHEDULER
 from rewardedit_jax.convert.clip_text import load_diffusers_text_encoder
 from rewardedit_jax.convert.parity import compare, nchw_to_nhwc, nhwc_to_nchw
 from rewardedit_jax.convert.unet import load_diffusers_unet
@@ -23,15 +24,7 @@ from rewardedit_jax.tokenizer import load_tokenizer
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
 TEXT_DIM = 32  # the tiny text encoder's hidden size (fixtures_sd)
-SCHEDULER_CONFIG = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "steps_offset": 1,
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-}
+SCHEDULER_CONFIG = dict(SD15_SCHEDULER)  # the SD 1.5 training schedule
 INSTRUCTIONS = ["make the cat red", "turn it into a dog"]
 STEPS = 3
 RTOL = 1e-3

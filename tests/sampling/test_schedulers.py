@@ -8,6 +8,7 @@ import torch
 from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
 from diffusers.schedulers import scheduling_euler_ancestral_discrete
 
+from rewardedit_jax.configs.sd15 import SD15_SCHEDULER
 from rewardedit_jax.sampling.schedulers import make_schedule, scheduler_settings
 from rewardedit_jax.schedule import ScheduleError
 
@@ -16,16 +17,7 @@ DIFFUSERS = {
     "euler": EulerDiscreteScheduler,
     "ddim": DDIMScheduler,
 }
-# The SD 1.5 training schedule (as in its scheduler_config.json).
-SD_CONFIG = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "steps_offset": 1,
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-}
+SD_CONFIG = dict(SD15_SCHEDULER)  # the SD 1.5 training schedule
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 SHAPE = (2, 4, 6, 5)  # NCHW for diffusers; the same numbers are fed to ours (elementwise ops)
