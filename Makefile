@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?= --durations=25
 # pytest-xdist workers; each test file runs in one worker, so its module fixtures are built once.
-# 2 on a 2-core machine: about 21 min for the whole suite (2026-12-04). TEST_WORKERS=0 runs in one process.
+# 2 on a 2-core machine: 20 to 23 min for the whole suite (2026-12-04). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
 .PHONY: venv install test lint format clean demo
