@@ -12,9 +12,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.heavy
-def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
-    out = tmp_path / "demo_out"
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory) -> Path:
+    """The quick demo's output folder, made once per test run (the demo takes minutes).
+
+    ``python -m rewardedit_jax.demo --quick --reward-guidance 1`` writes it; its stdout and stderr are kept
+    beside it, in ``stdout.txt`` and ``stderr.txt`` of the folder's parent.
+    """
+    out = tmp_path_factory.mktemp("quick_demo") / "demo_out"
     proc = subprocess.run(
         [sys.executable, "-m", "rewardedit_jax.demo", "--quick", "--reward-guidance", "1", "--out", str(out)],
         capture_output=True,
@@ -22,7 +27,18 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
         timeout=900,
         cwd=REPO,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    (out.parent / "stdout.txt").write_text(proc.stdout)
+    (out.parent / "stderr.txt").write_text(proc.stderr)
+    if proc.returncode != 0:
+        pytest.fail(f"the quick demo failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return out
+
+
+@pytest.mark.heavy
+def test_quick_demo_runs_every_stage_and_writes_the_report(quick_demo):
+    out = quick_demo
+    stdout = (out.parent / "stdout.txt").read_text()
+    stderr = (out.parent / "stderr.txt").read_text()
     results = json.loads((out / "results.json").read_text())
     assert set(results["summary"]) == {"baseline", "reward_555", "reward_111", "reward_555_rg"}
     assert set(results["comparison"]["reward_555_rg_vs_baseline"]) == {"following", "preserving", "quality"}
@@ -31,7 +47,7 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
             assert model[key]["mean"] >= 0
     for name in ("report.html", "grid.png", "pytorch_edit.png"):
         assert (out / name).is_file(), name
-    assert "following score" in proc.stdout  # the comparison table is printed
+    assert "following score" in stdout  # the comparison table is printed
     assert (out / "export_reward" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     # The word tokenizer was made by stage 1's run and saved with its model; the export carries it.
     assert (out / "seed0" / "runs" / "stage1" / "model" / "tokenizer").is_dir()
@@ -61,11 +77,11 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert (out / "seed0" / "runs" / "reward" / "eval" / "4" / "oracle" / "grid.png").is_file()
     assert "During training" in (out / "report.html").read_text()
     # Long work is not silent: the trainer's progress lines and each stage's duration reach stderr.
-    assert "step 4/4  loss" in proc.stderr and "ETA" in proc.stderr, proc.stderr[-3000:]
+    assert "step 4/4  loss" in stderr and "ETA" in stderr, stderr[-3000:]
     stages = ["the dataset", "training stage1", "training reward", "the PyTorch edit"]
     stages.append("evaluating reward -> eval_reward_555")
     for stage in stages:
-        assert f"{stage}: done in " in proc.stderr, stage
+        assert f"{stage}: done in " in stderr, stage
 
 
 def test_training_curves_plot_the_oracle_rows_over_the_steps(tmp_path):
