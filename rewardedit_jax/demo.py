@@ -5,7 +5,9 @@ a stage-1 model (no reward) on the imperfect training edits, then from it (a) th
 (b), for an equal-compute baseline, the no-reward model for the same number of steps; evaluates both on
 the synthetic test split with the ground-truth oracle judge (the reward model at 5,5,5 and, to show that
 the condition steers, at 1,1,1 with failure texts); exports the reward model to diffusers and runs one
-edit through the PyTorch export; writes ``OUT/results.json``, ``OUT/report.html`` and ``OUT/grid.png``.
+edit through the PyTorch export; writes ``OUT/results.json``, ``OUT/report.html`` (scores, margins, and
+a table of example edits: each row's instruction and edit type, a named column per model, the oracle's
+scores under each edit; its images in ``OUT/examples/``) and ``OUT/grid.png`` (the same images as one).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import contextlib
 import importlib.util
 import logging
+import shlex
 import shutil
 import subprocess
 import sys
@@ -266,14 +269,15 @@ def summarize(per_seed: dict) -> dict:
 
 
 COMPARISONS = (("reward_555", "baseline"), ("reward_555", "reward_111"), ("reward_555_rg", "baseline"))
-VERDICT = {True: "holds", False: "not shown"}
+# holds is None with one seed: a margin over a spread never measured is no verdict.
+VERDICT = {True: "holds", False: "not shown", None: "one seed: no spread"}
 
 
 def compare(per_seed: dict, summary: dict) -> dict:
     """Per perspective, the margin of ``a`` over ``b`` (score difference) in each seed and on the mean.
 
     ``holds`` when ``a`` beats ``b`` in every seed and the mean margin exceeds the seed spread (the larger
-    of the two models' max - min over seeds).
+    of the two models' max - min over seeds); None with a single seed, which measures no spread.
     """
     out = {}
     for a, b in COMPARISONS:
@@ -295,7 +299,7 @@ def compare(per_seed: dict, summary: dict) -> dict:
                 "margin": margin,
                 "per_seed": diffs,
                 "seed_spread": spread,
-                "holds": bool(min(diffs) > 0 and margin > spread),
+                "holds": bool(min(diffs) > 0 and margin > spread) if len(diffs) > 1 else None,
             }
         out[f"{a}_vs_{b}"] = rows
     return out
@@ -305,14 +309,23 @@ def comparison_lines(comparison: dict) -> list[str]:
     lines = []
     for name, rows in comparison.items():
         cells = [
-            f"{p} {r['margin']:+.3f} (spread {r['seed_spread']:.3f}: {VERDICT[r['holds']]})"
+            f"{p} {r['margin']:+.3f} ("
+            + (f"spread {r['seed_spread']:.3f}: " if r["holds"] is not None else "")
+            + f"{VERDICT[r['holds']]})"
             for p, r in rows.items()
         ]
         lines.append(f"{name.replace('_vs_', ' - ')}: " + "; ".join(cells))
     return lines
 
 
-def table(summary: dict) -> str:
+def margins_heading(seeds: int) -> str:
+    """What the margins below it are, and (with several seeds) when one holds."""
+    if seeds < 2:
+        return "margins (one seed: no spread, so no verdict; run several --seeds for one):"
+    return "margins (mean over seeds; holds = better in every seed and by more than the spread):"
+
+
+def table(summary: dict, seeds: int) -> str:
     lines = [
         f"{'model':<22}" + "".join(f"{p + ' score':>20}" for p in PERSPECTIVES) + f"{'L1 to target':>16}"
     ]
@@ -320,53 +333,176 @@ def table(summary: dict) -> str:
         cells = []
         for key in [f"{p}_score" for p in PERSPECTIVES] + ["l1"]:
             v = vals.get(key)
-            cells.append(f"{v['mean']:.3f} ±{v['spread'] / 2:.3f}" if v else "n/a")
+            spread = f" ±{v['spread'] / 2:.3f}" if v and seeds > 1 else ""
+            cells.append(f"{v['mean']:.3f}{spread}" if v else "n/a")
         lines.append(f"{m:<22}" + "".join(f"{c:>20}" for c in cells[:3]) + f"{cells[3]:>16}")
     return "\n".join(lines)
 
 
-def write_report(
-    out: Path,
+APP_URL = "http://127.0.0.1:7860"  # python -m rewardedit_jax.app's default host and port
+EXAMPLES_DIR = "examples"  # OUT/examples: the report's example images, one file per table cell
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+img.cell { width: 96px; height: 96px; image-rendering: pixelated; display: block; }
+.scores { font-size: 0.85em; font-variant-numeric: tabular-nums; white-space: nowrap; }
+"""
+
+
+def model_headings(reward_guidance: float | None) -> dict[str, str]:
+    """What each evaluated model is, as the report names it (keys: the ``eval_<key>`` folders)."""
+    headings = {
+        "baseline": "baseline (no reward, equal compute)",
+        "reward_555": "reward model at 5,5,5",
+        "reward_111": "reward model at 1,1,1 + failure texts",
+    }
+    if reward_guidance is not None:
+        headings["reward_555_rg"] = f"reward model at 5,5,5, reward guidance {reward_guidance:g} from 1,1,1"
+    return headings
+
+
+def example_columns(models: dict[str, str]) -> dict[str, str]:
+    """The example table's image columns, left to right: key -> heading."""
+    return {"source": "source", **models, "target": "target (ground truth)"}
+
+
+def examples(out: Path, seed_dir: Path, data_dir: Path, data_config: str, models, n: int = 8) -> list[dict]:
+    """The first ``n`` test edits of ``seed_dir``'s evaluations of ``models``, as the report shows them.
+
+    Each: ``name``, ``instruction``, ``edit_type``, ``images`` (column of :func:`example_columns` -> a copy
+    under ``OUT/examples/``, relative to ``out``) and ``scores`` (model -> the oracle's score per
+    perspective, from its ``judgments.jsonl``). An edit with an image missing is left out.
+    """
+    from rewardedit_jax.evaluate.outputs import JsonlStore
+    from rewardedit_jax.evaluators import Benchmark, resolve_benchmark
+
+    bench = Benchmark("synthetic_edit", resolve_benchmark(f"synthetic_edit/{data_config}", data_dir), n)
+    evals = {m: seed_dir / f"eval_{m}" for m in models}
+    judgments = {m: JsonlStore(folder / "judgments.jsonl") for m, folder in evals.items()}
+    first = next(iter(evals.values()))
+    shutil.rmtree(out / EXAMPLES_DIR, ignore_errors=True)
+    (out / EXAMPLES_DIR).mkdir()
+    rows = []
+    for edit in bench.edits:
+        files = {"source": first / "inputs" / bench.input_name(edit)}
+        files.update({m: folder / "images" / f"{edit.name}.png" for m, folder in evals.items()})
+        files["target"] = first / "targets" / f"{edit.name}.png"
+        if not all(f.is_file() for f in files.values()):
+            continue
+        images = {column: f"{EXAMPLES_DIR}/{edit.name}_{column}.png" for column in files}
+        for column, file in files.items():
+            shutil.copyfile(file, out / images[column])
+        scores = {}
+        for m, store in judgments.items():
+            found = store.find(index=edit.index) or {}
+            scores[m] = {p: (found.get(p) or {}).get("score") for p in PERSPECTIVES}
+        rows.append(
+            {
+                "name": edit.name,
+                "instruction": edit.instruction,
+                "edit_type": edit.edit_type,
+                "images": images,
+                "scores": scores,
+            }
+        )
+    return rows
+
+
+def app_command(out: Path) -> str:
+    """The command that serves ``out``'s reward model in the app (its default is ./demo_out's)."""
+    if out == Path.cwd() / "demo_out":
+        return "python -m rewardedit_jax.app"
+    return f"python -m rewardedit_jax.app --model {shlex.quote(str(out / EXPORT_DIR))}"
+
+
+def _score_text(scores: dict | None) -> str:
+    if scores is None:
+        return ""
+    parts = [f"{p} {'&ndash;' if v is None else f'{v:.1f}'}" for p, v in scores.items()]
+    return f'<div class="scores">{"<br>".join(parts)}</div>'
+
+
+def examples_html(columns: dict[str, str], rows: list[dict], seed: int) -> str:
+    """The example table: a row per test edit (its instruction and edit type), a column per image, and
+    under each model's edit the oracle's three scores."""
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html_escape(h)}</th>" for h in ["#", "edit type", "instruction", *columns.values()])
+    body = []
+    for row in rows:
+        cells = [
+            f"<td>{html_escape(row['name'])}</td>",
+            f"<td>{html_escape(row['edit_type'])}</td>",
+            f'<td class="instruction">{html_escape(row["instruction"])}</td>',
+        ]
+        for column, heading in columns.items():
+            path = html_escape(row["images"][column])
+            image = f'<a href="{path}"><img class="cell" src="{path}" alt="{html_escape(heading)}"></a>'
+            cells.append(f"<td>{image}{_score_text(row['scores'].get(column))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f"<h2>Examples</h2><p>The first test edits of seed {seed}, edited by each model; under each edit the "
+        "oracle judge's scores (0..5).</p>"
+        f'<table id="examples"><tr>{head}</tr>{"".join(body)}</table>'
+    )
+
+
+def render_report(
     summary: dict,
     per_seed: dict,
-    grid_rel: str | None,
-    comparison: dict | None = None,
+    comparison: dict,
+    *,
+    models: dict[str, str],
+    example_rows: list[dict],
+    app: str,
+    grid_rel: str | None = None,
     curves: dict | None = None,
-) -> None:
+) -> str:
+    """The HTML of ``OUT/report.html``. ``models``: model key -> heading (:func:`model_headings`);
+    ``example_rows``: :func:`examples`; ``app``: the command that serves the model."""
+    seeds = len(per_seed)
+    keys = [f"{p}_score" for p in PERSPECTIVES] + [f"{p}_yes" for p in PERSPECTIVES]
+
+    def value(v: dict) -> str:
+        return f"{v['mean']:.3f}" + (f" (spread {v['spread']:.3f})" if seeds > 1 else "")
+
+    order = [m for m in models if m in summary] + [m for m in summary if m not in models]  # as the columns
     rows = "".join(
-        f"<tr><td>{m}</td>"
-        + "".join(
-            f"<td>{v[k]['mean']:.3f} (spread {v[k]['spread']:.3f})</td>" if k in v else "<td>n/a</td>"
-            for k in [f"{p}_score" for p in PERSPECTIVES] + [f"{p}_yes" for p in PERSPECTIVES]
-        )
+        f"<tr><td>{html_escape(models.get(m, m))} <code>{m}</code></td>"
+        + "".join(f"<td>{value(summary[m][k])}</td>" if k in summary[m] else "<td>n/a</td>" for k in keys)
         + "</tr>"
-        for m, v in summary.items()
+        for m in order
     )
     head = "".join(f"<th>{p} score</th>" for p in PERSPECTIVES) + "".join(
         f"<th>{p} yes</th>" for p in PERSPECTIVES
     )
+    caption = "Mean over seeds (spread = max - min)." if seeds > 1 else "One seed: no spread."
     links = "".join(
         f"<li>seed {s}: "
-        + ", ".join(f'<a href="seed{s}/eval_{m}/report.html">{m}</a>' for m in per_seed[s])
+        + ", ".join(
+            f'<a href="seed{s}/eval_{m}/report.html">{html_escape(models.get(m, m))}</a>' for m in per_seed[s]
+        )
         + "</li>"
         for s in per_seed
     )
-    grid = (
-        f'<h2>Examples</h2><img src="{grid_rel}" style="image-rendering:pixelated;width:100%">'
-        if grid_rel
-        else ""
-    )
-    html = (
-        "<!doctype html><meta charset='utf-8'><title>rewardedit-jax demo</title>"
+    grid = f'<p>The examples as one image: <a href="{grid_rel}">{grid_rel}</a>.</p>' if grid_rel else ""
+    margins = [margins_heading(seeds), *comparison_lines(comparison)] if comparison else []
+    return (
+        "<!doctype html><html lang='en'><meta charset='utf-8'><title>rewardedit-jax demo</title>"
+        f"<style>{_STYLE}</style>"
         "<h1>Multi-reward conditioning, offline demo</h1>"
-        f"<table border=1 cellpadding=4><tr><th>model</th>{head}</tr>{rows}</table>"
-        f"<p>Mean over seeds (spread = max - min). Oracle judge on the synthetic test split.</p>"
-        + "".join(f"<p>{html_escape(line)}</p>" for line in comparison_lines(comparison or {}))
+        f"<p>Edit with this model yourself: <code>{html_escape(app)}</code> serves it at "
+        f'<a href="{APP_URL}">{APP_URL}</a>.</p>'
+        f"<h2>Scores</h2><table><tr><th>model</th>{head}</tr>{rows}</table>"
+        f"<p>{caption} Oracle judge on the synthetic test split.</p>"
+        + "".join(f"<p>{html_escape(line)}</p>" for line in margins)
+        + examples_html(example_columns(models), example_rows, list(per_seed)[-1])
         + grid
         + curves_html(curves or {})
-        + f"<h2>Per-seed reports</h2><ul>{links}</ul>"
+        + f"<h2>Per-seed reports</h2><ul>{links}</ul></html>"
     )
-    atomic_write_text(out / "report.html", html)
 
 
 RUNS = ("stage1", "baseline", "reward")
@@ -444,24 +580,16 @@ def curves_html(curves: dict[str, list[dict]]) -> str:
     )
 
 
-def make_grid(out: Path, seed_dir: Path, n: int = 8) -> str | None:
-    """Columns: source | baseline | reward (5,5,5) | reward (1,1,1) | ground truth."""
+def make_grid(out: Path, example_rows: list[dict], columns) -> str | None:
+    """``OUT/grid.png``: the example table's images as one picture, a row per edit, ``columns`` in order."""
     from PIL import Image
 
-    dirs = [seed_dir / "eval_baseline", seed_dir / "eval_reward_555", seed_dir / "eval_reward_111"]
-    sources = sorted((dirs[0] / "inputs").glob("*.png"))[:n] if (dirs[0] / "inputs").is_dir() else []
-    if not sources:
+    if not example_rows:
         return None
-    rows = []
-    for src in sources:
-        name = src.name
-        cells = [src] + [d / "images" / name for d in dirs] + [dirs[0] / "targets" / name]
-        if not all(c.is_file() for c in cells):
-            continue
-        ims = [np.asarray(Image.open(c).convert("RGB")) for c in cells]
-        rows.append(np.concatenate(ims, axis=1))
-    if not rows:
-        return None
+    rows = [
+        np.concatenate([np.asarray(Image.open(out / r["images"][c]).convert("RGB")) for c in columns], axis=1)
+        for r in example_rows
+    ]
     grid = np.concatenate(rows, axis=0)
     scale = max(1, 256 // grid.shape[1] * 2)
     Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(
@@ -553,7 +681,9 @@ def _main(argv=None) -> int:
         pytorch_edit(export_dir, data_dir, args, out / "pytorch_edit.png")
 
     summary = summarize(per_seed)
-    grid_rel = make_grid(out, last)
+    models = {m: h for m, h in model_headings(args.reward_guidance).items() if m in per_seed[args.seeds[-1]]}
+    example_rows = examples(out, last, data_dir, args.data_config, models)
+    grid_rel = make_grid(out, example_rows, example_columns(models))
     comparison = compare(per_seed, summary)
     curves = training_curves(last, args.stage1_steps)
     results = {
@@ -561,19 +691,26 @@ def _main(argv=None) -> int:
         "comparison": comparison,
         "per_seed": {str(k): v for k, v in per_seed.items()},
         "training_evals": curves,  # the last seed's oracle during training (eval/oracle/* rows)
+        "example_columns": example_columns(models),  # the report's example table (the last seed's)
+        "examples": example_rows,
         "settings": {**vars(args), "scheduler": SCHEDULER},
         "elapsed_s": time.perf_counter() - t0,
         "seed_elapsed_s": {str(k): v for k, v in seed_seconds.items()},
     }
     write_json(out / "results.json", results, sort_keys=False)
-    write_report(out, summary, per_seed, grid_rel, comparison, curves)
-    print(table(summary))
-    print(
-        "\n".join(
-            ["", "margins (mean over seeds; holds = better in every seed and by more than the spread):"]
-            + comparison_lines(comparison)
-        )
+    html = render_report(
+        summary,
+        per_seed,
+        comparison,
+        models=models,
+        example_rows=example_rows,
+        app=app_command(out),
+        grid_rel=grid_rel,
+        curves=curves,
     )
+    atomic_write_text(out / "report.html", html)
+    print(table(summary, len(per_seed)))
+    print("\n".join(["", margins_heading(len(per_seed))] + comparison_lines(comparison)))
     print(f"\nwrote {out / 'report.html'}, {out / 'results.json'} in {time.perf_counter() - t0:.0f}s")
     return 0
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PERSPECTIVES = ("following", "preserving", "quality")
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +86,151 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(quick_demo):
         assert f"{stage}: done in " in stderr, stage
 
 
+class _ExamplesTable(HTMLParser):
+    """The report's example table (``<table id="examples">``): ``rows``, each a list of cells, each
+    ``{"text", "src"}`` (the cell's text, and its image's src or None); the first row is the header."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[dict]] = []
+        self._inside = False
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and attrs.get("id") == "examples":
+            self._inside = True
+        elif self._inside and tag == "tr":
+            self.rows.append([])
+        elif self._inside and tag in ("td", "th"):
+            self._cell = {"text": "", "src": None}
+            self.rows[-1].append(self._cell)
+        elif self._cell is not None and tag == "img":
+            self._cell["src"] = attrs["src"]
+        elif self._cell is not None and tag == "br":
+            self._cell["text"] += "\n"
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._inside = False
+        elif tag in ("td", "th"):
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell["text"] += data
+
+
+def examples_table(page: str) -> list[list[dict]]:
+    parser = _ExamplesTable()
+    parser.feed(page)
+    return parser.rows
+
+
+QUICK_COLUMNS = [
+    "#",
+    "edit type",
+    "instruction",
+    "source",
+    "baseline (no reward, equal compute)",
+    "reward model at 5,5,5",
+    "reward model at 1,1,1 + failure texts",
+    "reward model at 5,5,5, reward guidance 1 from 1,1,1",
+    "target (ground truth)",
+]
+
+
+@pytest.mark.heavy
+def test_quick_demo_report_names_every_column_and_each_rows_instruction(quick_demo):
+    from rewardedit_jax.data.pipeline import load_data_source
+    from rewardedit_jax.evaluators import resolve_benchmark
+
+    out = quick_demo
+    results = json.loads((out / "results.json").read_text())
+    page = (out / "report.html").read_text()
+    head, *rows = examples_table(page)
+    # Every evaluated model has a column, between the source and the target, named for what it is.
+    assert [c["text"] for c in head] == QUICK_COLUMNS
+    models = list(results["example_columns"])[1:-1]
+    assert list(results["example_columns"]) == ["source", *models, "target"]
+    assert sorted(models) == sorted(results["summary"])
+    # One row per evaluated test edit (8 with --quick), with the test set's own instruction and edit type.
+    test_set, _ = load_data_source(resolve_benchmark("synthetic_edit/tiny", out / "tfds"), "test")
+    assert len(rows) == 8
+    for row in rows:
+        name, edit_type, instruction, *images = row
+        record = test_set[int(name["text"][:4])]
+        assert instruction["text"] == record["instruction"].decode()
+        assert edit_type["text"] == record["edit_type"].decode()
+        assert all(c["src"] and (out / c["src"]).is_file() for c in images)
+        # Under each model's edit, the oracle's three scores of that edit, as its evaluation judged it.
+        for cell, model in zip(images[1:-1], models, strict=True):
+            judgments = (out / "seed0" / f"eval_{model}" / "judgments.jsonl").read_text().splitlines()
+            judged = [j for j in map(json.loads, judgments) if j["index"] == int(name["text"][:4])][-1]
+            assert cell["text"].split("\n") == [f"{p} {judged[p]['score']:.1f}" for p in PERSPECTIVES]
+    # One seed measures no spread: no verdict, in the page and in the printed margins.
+    stdout = (out.parent / "stdout.txt").read_text()
+    assert "one seed: no spread" in page and "one seed: no spread" in stdout
+    assert "holds" not in page and "holds" not in stdout
+    # The page says how to edit with the model in the app.
+    assert "python -m rewardedit_jax.app --model" in page and "http://127.0.0.1:7860" in page
+
+
+def _scores(following, preserving, quality):
+    return {
+        "overall": {"following_score": following, "preserving_score": preserving, "quality_score": quality}
+    }
+
+
+def test_the_report_gives_a_verdict_only_over_a_measured_seed_spread():
+    from rewardedit_jax import demo
+
+    per_seed = {
+        0: {"baseline": _scores(1.0, 2.0, 2.0), "reward_555": _scores(1.1, 3.0, 2.5)},
+        1: {"baseline": _scores(1.2, 2.2, 2.1), "reward_555": _scores(1.0, 3.1, 2.4)},
+    }
+    models = demo.model_headings(None)
+    del models["reward_111"]  # not evaluated here: no column
+    example = {
+        "name": "0003_3",
+        "instruction": "change the triangle to yellow",
+        "edit_type": "recolor",
+        "images": {c: f"examples/0003_3_{c}.png" for c in ("source", "baseline", "reward_555", "target")},
+        "scores": {
+            "baseline": {"following": 1.0, "preserving": 4.5, "quality": 2.0},
+            "reward_555": {"following": 5.0, "preserving": None, "quality": 3.0},
+        },
+    }
+
+    def report(per_seed):
+        summary = demo.summarize(per_seed)
+        comparison = demo.compare(per_seed, summary)
+        page = demo.render_report(
+            summary, per_seed, comparison, models=models, example_rows=[example], app="python -m x.app"
+        )
+        return comparison["reward_555_vs_baseline"], page
+
+    one_seed, page = report({0: per_seed[0]})
+    assert [r["holds"] for r in one_seed.values()] == [None, None, None]
+    assert "following +0.100 (one seed: no spread)" in page
+    assert "holds" not in page and "spread 0.000" not in page and "not shown" not in page
+    assert "<td>1.000</td>" in page  # a score without a spread
+    two_seeds, page = report(per_seed)
+    assert [r["holds"] for r in two_seeds.values()] == [False, True, True]
+    assert "following -0.050 (spread 0.200: not shown)" in page
+    assert "preserving +0.950 (spread 0.200: holds)" in page
+    assert "<td>1.100 (spread 0.200)</td>" in page and "one seed" not in page
+    # The examples: a column per image, the row's instruction and edit type, the scores under each edit.
+    head, row = examples_table(page)
+    assert [c["text"] for c in head] == [c for c in QUICK_COLUMNS if "1,1,1" not in c]
+    assert [c["text"] for c in row[:3]] == ["0003_3", "recolor", "change the triangle to yellow"]
+    assert [c["src"] for c in row[3:]] == list(example["images"].values())
+    assert row[4]["text"] == "following 1.0\npreserving 4.5\nquality 2.0"
+    assert row[5]["text"] == "following 5.0\npreserving \u2013\nquality 3.0"
+    assert row[3]["text"] == row[6]["text"] == ""  # source and target: not judged
+    assert "python -m x.app" in page and 'href="http://127.0.0.1:7860"' in page
+
+
 def test_training_curves_plot_the_oracle_rows_over_the_steps(tmp_path):
     from rewardedit_jax import demo
 
@@ -105,25 +252,16 @@ def test_training_curves_plot_the_oracle_rows_over_the_steps(tmp_path):
 def test_margins_hold_only_in_every_seed_and_beyond_the_seed_spread():
     from rewardedit_jax import demo
 
-    def scores(following, preserving, quality):
-        return {
-            "overall": {
-                "following_score": following,
-                "preserving_score": preserving,
-                "quality_score": quality,
-            }
-        }
-
     per_seed = {
         0: {
-            "baseline": scores(1.0, 2.0, 2.0),
-            "reward_555": scores(1.1, 3.0, 2.5),
-            "reward_111": scores(0.5, 1, 1),
+            "baseline": _scores(1.0, 2.0, 2.0),
+            "reward_555": _scores(1.1, 3.0, 2.5),
+            "reward_111": _scores(0.5, 1, 1),
         },
         1: {
-            "baseline": scores(1.2, 2.2, 2.1),
-            "reward_555": scores(1.0, 3.1, 2.4),
-            "reward_111": scores(0.6, 1, 1),
+            "baseline": _scores(1.2, 2.2, 2.1),
+            "reward_555": _scores(1.0, 3.1, 2.4),
+            "reward_111": _scores(0.6, 1, 1),
         },
     }
     comparison = demo.compare(per_seed, demo.summarize(per_seed))
