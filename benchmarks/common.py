@@ -25,6 +25,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `configs` and `rewardedit_jax` from a plain checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+from rewardedit_jax.configs.components import unet_config  # noqa: E402
+
+# The tiny smoke U-Net of both benchmarks: one level of 32 channels (GroupNorm(32) for the reward modules),
+# text width 32, InstructPix2Pix's 8 input channels.
+TINY_UNET = unet_config(
+    [32], [True], cross_attention_dim=32, attention_head_dim=4, act_fn="silu", in_channels=8, out_channels=4
+)
 # H100 SXM dense bf16 matrix peak (datasheet), the denominator of MFU
 # (docs/sources.md, "Peer performance numbers").
 H100_BF16_DENSE_TFLOPS = 989.0
@@ -407,6 +414,31 @@ def write_gzip_text(path: str | os.PathLike, text: str) -> dict:
         f.write(text)
     os.replace(tmp, path)
     return {"path": str(path), "chars": len(text), "bytes": path.stat().st_size}
+
+
+def peer_sides(args) -> list[str]:
+    """The PyTorch peer's sides that ``args`` asks for (``--skip-compile``, ``--skip-eager``)."""
+    # torch.compile first: it is the peer the targets are set against; eager is context.
+    return [
+        side
+        for side, skip in (("torch-compile", args.skip_compile), ("torch-eager", args.skip_eager))
+        if not skip
+    ]
+
+
+def write_results(args, argv: Sequence[str] | None, benchmark: str, title: str, records: list[dict]) -> None:
+    """``--json``: the benchmark, its title, the command that ran it, the commit, the options, the results."""
+    write_json(
+        args.json,
+        {
+            "benchmark": benchmark,
+            "title": title,
+            "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else " ".join(argv),
+            "commit": git_commit(),
+            "config": {k: v for k, v in vars(args).items() if k not in ("side", "json")},
+            "results": records,
+        },
+    )
 
 
 def write_json(path: str | os.PathLike | None, payload: dict) -> None:

@@ -31,36 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
+from rewardedit_jax.configs.components import tiny_text_config, vae_config  # noqa: E402
 from rewardedit_jax.configs.sd15 import SD15_SCHEDULER  # noqa: E402
+from rewardedit_jax.tokenizer import write_word_tokenizer  # noqa: E402
 
 SCHEDULER_CONFIG = SD15_SCHEDULER  # SD 1.5 / InstructPix2Pix
 TEXT_GUIDANCE = 7.5
 IMAGE_GUIDANCE = 1.5
 INSTRUCTION = "make it look like a snowy winter evening"
 SEED = 42
-# Tiny smoke components (the tokenizer below has 258 + 258 + 2 tokens).
-TINY_UNET = dict(
-    act_fn="silu",
-    attention_head_dim=4,
-    block_out_channels=[32],
-    cross_attention_dim=32,
-    down_block_types=["CrossAttnDownBlock2D"],
-    up_block_types=["CrossAttnUpBlock2D"],
-    layers_per_block=1,
-    norm_num_groups=32,
-    in_channels=8,
-    out_channels=4,
-)
-TINY_VAE = dict(
-    block_out_channels=[16, 16],
-    layers_per_block=1,
-    latent_channels=4,
-    norm_num_groups=8,
-    down_block_types=["DownEncoderBlock2D"] * 2,
-    up_block_types=["UpDecoderBlock2D"] * 2,
-    scaling_factor=0.18215,
-)
-TINY_TEXT_HIDDEN = 32
+TINY_VAE = vae_config([16, 16], norm_num_groups=8, scaling_factor=0.18215)  # the tiny smoke VAE
 REAL_EDIT_EDITS = 560  # 80 images x 7 instructions (docs/evaluation.md)
 SIDES = ("jax", "torch-eager", "torch-compile")
 NOTES = {
@@ -128,20 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def components(args) -> dict:
     """diffusers/transformers configs of the U-Net, VAE and text encoder (SD 1.5 or tiny)."""
     if args.tiny:
-        vocab = len(_vocab())
-        text = dict(
-            vocab_size=vocab,
-            hidden_size=TINY_TEXT_HIDDEN,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=vocab - 2,
-            eos_token_id=vocab - 1,
-            pad_token_id=vocab - 1,
-        )
-        return {"unet": dict(TINY_UNET), "vae": dict(TINY_VAE), "text_encoder": text}
+        text = tiny_text_config(tokenizer_vocab_size())
+        return {"unet": dict(common.TINY_UNET), "vae": dict(TINY_VAE), "text_encoder": text}
     from rewardedit_jax.configs.sd15 import SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE
 
     return {"unet": dict(SD15_UNET), "vae": dict(SD15_VAE), "text_encoder": dict(SD15_TEXT_ENCODER)}
@@ -150,37 +118,16 @@ def components(args) -> dict:
 # --- a stand-in CLIP tokenizer (no hub access on the GPU machine) ------------------------------------------
 
 
-def _byte_chars() -> list[str]:
-    """CLIP's byte-to-unicode table (printable stand-ins for the 256 byte values)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return [out[b] for b in range(256)]
-
-
-def _vocab() -> dict[str, int]:
-    chars = _byte_chars()
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    return {t: i for i, t in enumerate(tokens)}
-
-
 def write_tokenizer(dst: Path) -> Path:
-    """A character-level CLIP tokenizer folder (no merges): token ids differ from SD's, lengths do not
-    matter (every text is padded to 77), so the text encoder does the same work."""
-    dst.mkdir(parents=True, exist_ok=True)
-    (dst / "vocab.json").write_text(json.dumps(_vocab(), ensure_ascii=False), encoding="utf-8")
-    (dst / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>"}
-    specials.update(pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, **specials}
-    (dst / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    (dst / "special_tokens_map.json").write_text(json.dumps(specials), encoding="utf-8")
-    return dst
+    """A character-level CLIP tokenizer folder: the word tokenizer over no words, so CLIP's byte tokens and
+    no merges. Token ids differ from SD's, lengths do not matter (every text is padded to 77), so the text
+    encoder does the same work."""
+    return write_word_tokenizer(dst, [])
+
+
+def tokenizer_vocab_size() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        return len(json.loads((write_tokenizer(Path(tmp)) / "vocab.json").read_text(encoding="utf-8")))
 
 
 def input_images(batch: int, height: int, width: int):
@@ -472,13 +419,7 @@ def main(argv=None) -> int:
         common.emit_result(run_torch(args, compile_unet=args.side == "torch-compile"))
         return 0
 
-    sides = [] if args.skip_jax else ["jax"]
-    if not args.skip_torch:
-        # torch.compile first: it is the peer the targets are set against; eager is context.
-        if not args.skip_compile:
-            sides.append("torch-compile")
-        if not args.skip_eager:
-            sides.append("torch-eager")
+    sides = ([] if args.skip_jax else ["jax"]) + ([] if args.skip_torch else common.peer_sides(args))
     results = common.run_sides(
         Path(__file__).resolve(),
         sides,
@@ -503,15 +444,7 @@ def main(argv=None) -> int:
     gpu = any(common.is_gpu_device(r.get("env", {})) for r in results)
     if args.tiny or not gpu:
         print("(CPU smoke numbers: they show the benchmark runs, not performance)")
-    payload = {
-        "benchmark": "edit_latency",
-        "title": title,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else " ".join(argv),
-        "commit": common.git_commit(),
-        "config": {k: v for k, v in vars(args).items() if k not in ("side", "json")},
-        "results": records,
-    }
-    common.write_json(args.json, payload)
+    common.write_results(args, argv, "edit_latency", title, records)
     return 0 if all("error" not in r for r in results) else 1
 
 

@@ -68,6 +68,23 @@ def build(manual_dir: Path, data_dir: Path) -> None:
     subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True)
 
 
+def time_batches(iterator, args, cores: list[int], threads: int) -> tuple[dict, dict]:
+    """Read ``args.warmup_batches`` untimed, then ``args.batches`` timed: (the last batch, the rate fields
+    of a result: cores, read threads, examples/s in all and per core)."""
+    for _ in range(args.warmup_batches):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(args.batches):
+        batch = next(iterator)
+    rate = args.batches * args.batch_size / (time.perf_counter() - start)
+    return batch, {
+        "cores": len(cores),
+        "read_threads": threads,
+        "examples_per_s": round(rate, 1),
+        "examples_per_s_per_core": round(rate / len(cores), 1),
+    }
+
+
 def measure(data_dir: Path, args, tokenizer, *, threads: int, fast_jpeg: bool = True) -> dict:
     cores = ALL_CORES[: max(1, threads)]
     os.sched_setaffinity(0, cores)
@@ -83,23 +100,14 @@ def measure(data_dir: Path, args, tokenizer, *, threads: int, fast_jpeg: bool = 
         read_threads=threads,
         transform=transform,
     )
-    for _ in range(args.warmup_batches):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(args.batches):
-        batch = next(iterator)
-    elapsed = time.perf_counter() - start
+    batch, rate = time_batches(iterator, args, cores, threads)
     assert batch["source_image"].shape == (args.batch_size, args.resolution, args.resolution, 3)
-    rate = args.batches * args.batch_size / elapsed
     return {
         "measure": "input_pipeline",
         "source": "jpeg",
         "resolution": args.resolution,
         "jpeg_decode": "draft" if fast_jpeg else "full",
-        "cores": len(cores),
-        "read_threads": threads,
-        "examples_per_s": round(rate, 1),
-        "examples_per_s_per_core": round(rate / len(cores), 1),
+        **rate,
     }
 
 
@@ -151,14 +159,8 @@ def measure_latent_cache(cache_dir: Path, args, *, threads: int) -> dict:
         read_threads=threads,
         flip=info["flips"],
     )
-    for _ in range(args.warmup_batches):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(args.batches):
-        batch = next(iterator)
-    elapsed = time.perf_counter() - start
+    batch, rate = time_batches(iterator, args, cores, threads)
     assert batch["source_latent"].shape == (args.batch_size, *info["latent_shape"])
-    rate = args.batches * args.batch_size / elapsed
     return {
         "measure": "input_pipeline",
         "source": "latent_cache",
@@ -167,10 +169,7 @@ def measure_latent_cache(cache_dir: Path, args, *, threads: int) -> dict:
         "text_states": [info["text_length"], info["text_dim"]],
         "dtype": info["dtype"],
         "flips": info["flips"],
-        "cores": len(cores),
-        "read_threads": threads,
-        "examples_per_s": round(rate, 1),
-        "examples_per_s_per_core": round(rate / len(cores), 1),
+        **rate,
     }
 
 

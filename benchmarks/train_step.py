@@ -30,19 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-# The tiny smoke model: two levels, 32 channels (GroupNorm(32) for the reward modules), text width 32.
-TINY_UNET = dict(
-    act_fn="silu",
-    attention_head_dim=4,
-    block_out_channels=[32],
-    cross_attention_dim=32,
-    down_block_types=["CrossAttnDownBlock2D"],
-    up_block_types=["CrossAttnUpBlock2D"],
-    layers_per_block=1,
-    norm_num_groups=32,
-    in_channels=8,
-    out_channels=4,
-)
 TEXT_LENGTH = 77
 LATENT_CHANNELS = 4
 VAE_FACTOR = 8
@@ -118,7 +105,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def unet_config(args) -> dict:
     if args.tiny:
-        return dict(TINY_UNET)
+        return dict(common.TINY_UNET)
     from rewardedit_jax.configs.sd15 import SD15_UNET
 
     return dict(SD15_UNET)
@@ -481,11 +468,7 @@ def main(argv=None) -> int:
 
     sides = [] if args.skip_jax else ["jax"]
     if not (args.skip_torch or args.cost_only):
-        # torch.compile first: it is the peer the targets are set against; eager is context.
-        if not args.skip_compile:
-            sides.append("torch-compile")
-        if not args.skip_eager:
-            sides.append("torch-eager")
+        sides += common.peer_sides(args)
     results = common.run_sides(
         Path(__file__).resolve(),
         sides,
@@ -531,15 +514,7 @@ def main(argv=None) -> int:
         print("\n" + breakdown)
     if args.tiny or not any(common.is_gpu_device(e) for e in envs.values()):
         print("(CPU smoke numbers: they show the benchmark runs, not performance)")
-    payload = {
-        "benchmark": "train_step",
-        "title": title,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else " ".join(argv),
-        "commit": common.git_commit(),
-        "config": {k: v for k, v in vars(args).items() if k not in ("side", "json")},
-        "results": records,
-    }
-    common.write_json(args.json, payload)
+    common.write_results(args, argv, "train_step", title, records)
     ok = all("error" not in r for r in results)
     return 0 if ok else 1
 

@@ -8,6 +8,7 @@ encoder's ``vocab_size`` and token ids below, which fit the tests' tiny CLIP tok
 """
 
 from rewardedit_jax.configs import default
+from rewardedit_jax.configs.components import tiny_text_config, unet_config, vae_config
 
 
 def get_config():
@@ -22,33 +23,7 @@ def get_config():
     c.data.name = "synthetic_edit/tiny"
     c.data.resolution = 32
     c.data.read_threads = 0
-    c.model.unet = dict(
-        block_out_channels=[32, 32],
-        layers_per_block=1,
-        down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
-        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
-        cross_attention_dim=32,
-        attention_head_dim=4,
-        norm_num_groups=32,
-    )
-    c.model.vae = dict(
-        block_out_channels=[16, 32],
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-    )
-    c.model.text_encoder = dict(
-        vocab_size=531,
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        hidden_act="quick_gelu",
-        bos_token_id=529,
-        eos_token_id=530,
-        pad_token_id=530,
-    )
+    c.model.unet = unet_config([32, 32], [True, False], cross_attention_dim=32, attention_head_dim=4)
+    c.model.vae = vae_config([16, 32], norm_num_groups=8)
+    c.model.text_encoder = tiny_text_config(531)
     return c

@@ -66,6 +66,29 @@ def test_the_checkout_configs_are_the_packaged_ones():
 
     assert default.get_config() == packaged_default.get_config()
     assert demo.get_config() == packaged_demo.get_config()
-    assert sd15_ip2p.SD15_UNET is sd15.SD15_UNET  # what the benchmarks import
     assert sd15_reward.get_config("v5e-16").mesh.fsdp == 16
-    assert sd15_reward.get_config().model.unet.to_dict() == sd15.SD15_UNET
+    for stage in (sd15_ip2p, sd15_reward):
+        assert stage.get_config().model.unet.to_dict() == sd15.SD15_UNET  # what the benchmarks build
+    # The two stages share the official recipe and differ in their data and the reward modules only.
+    stage1, stage2 = sd15_ip2p.get_config().to_dict(), sd15_reward.get_config().to_dict()
+    assert {k for k in stage1 if stage1[k] != stage2[k]} == {"data", "reward"}
+    assert (stage1["data"]["name"], stage2["data"]["name"]) == ("instruct_pix2pix", "reward_edit")
+    assert (stage1["reward"]["enabled"], stage2["reward"]["enabled"]) == (False, True)
+
+
+def test_component_configs_mirror_the_down_path_and_refuse_a_level_count_mismatch():
+    import pytest
+
+    from rewardedit_jax.configs import sd15
+    from rewardedit_jax.configs.components import tiny_text_config, unet_config
+
+    # SD 1.5's U-Net as its config.json writes it: attention at the three finest levels.
+    assert sd15.SD15_UNET["down_block_types"] == ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
+    assert sd15.SD15_UNET["up_block_types"] == ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3
+    assert sd15.SD15_VAE["down_block_types"] == ["DownEncoderBlock2D"] * 4
+    assert sd15.SD15_TEXT_ENCODER["intermediate_size"] == 3072
+    assert tiny_text_config(100)["bos_token_id"] == 98 and tiny_text_config(100)["pad_token_id"] == 99
+    with pytest.raises(
+        ValueError, match=r"attention has 1 entries for 2 levels \(block_out_channels \[32, 64\]\)"
+    ):
+        unet_config([32, 64], [True], cross_attention_dim=32, attention_head_dim=4)

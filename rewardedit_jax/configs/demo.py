@@ -16,6 +16,7 @@ was about the same as 32).
 """
 
 from rewardedit_jax.configs import default
+from rewardedit_jax.configs.components import clip_text_config, unet_config
 
 
 def get_config():
@@ -50,27 +51,12 @@ def get_config():
     # zero SNR) make the model take the colours from the source image.
     c.model.prediction_type = "v_prediction"
     c.model.scheduler = dict(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing")
-    c.model.unet = dict(
-        block_out_channels=[32, 64],
-        layers_per_block=1,
-        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-        up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
-        cross_attention_dim=64,
-        attention_head_dim=4,
-        norm_num_groups=32,
-        out_channels=3,
+    c.model.unet = unet_config(
+        [32, 64], [False, True], cross_attention_dim=64, attention_head_dim=4, out_channels=3
     )
     c.model.vae = {"_class_name": "IdentityAutoencoder", "in_channels": 3}
-    c.model.text_encoder = dict(
-        vocab_size=1024,  # vocab_size and the token ids are set from the tokenizer made for the run
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        hidden_act="quick_gelu",
-        eos_token_id=1023,
-    )
+    # vocab_size and the token ids are set from the tokenizer made for the run
+    c.model.text_encoder = clip_text_config(1024, width=64, mlp=128, layers=1, heads=4, eos_token_id=1023)
     c.model.tokenizer = ""  # the word tokenizer of the dataset, made by the trainer (default.py)
     # The oracle during training, for the report's curves of the three perspectives over the steps: the first
     # 32 test edits, sampled as the demo's final evaluation samples them (Euler ancestral, no guidance) but

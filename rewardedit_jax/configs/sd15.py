@@ -1,35 +1,28 @@
 """The Stable Diffusion 1.5 architecture (diffusers configs of its U-Net, VAE, CLIP text encoder and noise
-schedule) and the
-sharded train-state layout of the SD 1.5 configs (configs/sd15_ip2p.py, configs/sd15_reward.py).
+schedule), and the training recipe and sharded train-state layout of the SD 1.5 configs
+(configs/sd15_ip2p.py, configs/sd15_reward.py: :func:`training_config`).
 
 Used for random init (``init_from=''``), for ahead-of-time compilation from abstract shapes and by the
 benchmarks; runs from real weights take the architecture from ``init_from``.
 """
 
-SD15_UNET = dict(
-    act_fn="silu",
-    attention_head_dim=8,
-    block_out_channels=[320, 640, 1280, 1280],
+from rewardedit_jax.configs import default
+from rewardedit_jax.configs.components import clip_text_config, unet_config, vae_config
+
+SD15_UNET = unet_config(
+    [320, 640, 1280, 1280],
+    [True, True, True, False],
     cross_attention_dim=768,
-    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    attention_head_dim=8,
     layers_per_block=2,
-    norm_num_groups=32,
+    act_fn="silu",
     norm_eps=1e-5,
     flip_sin_to_cos=True,
     freq_shift=0,
     in_channels=8,
     out_channels=4,
 )
-SD15_VAE = dict(
-    block_out_channels=[128, 256, 512, 512],
-    layers_per_block=2,
-    latent_channels=4,
-    norm_num_groups=32,
-    down_block_types=["DownEncoderBlock2D"] * 4,
-    up_block_types=["UpDecoderBlock2D"] * 4,
-    scaling_factor=0.18215,
-)
+SD15_VAE = vae_config([128, 256, 512, 512], layers_per_block=2, scaling_factor=0.18215)
 # Its noise schedule, as in its scheduler/scheduler_config.json (also InstructPix2Pix's).
 SD15_SCHEDULER = {
     "num_train_timesteps": 1000,
@@ -41,17 +34,8 @@ SD15_SCHEDULER = {
     "set_alpha_to_one": False,
     "prediction_type": "epsilon",
 }
-SD15_TEXT_ENCODER = dict(
-    vocab_size=49408,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    max_position_embeddings=77,
-    hidden_act="quick_gelu",
-    bos_token_id=49406,
-    eos_token_id=2,
-    pad_token_id=1,
+SD15_TEXT_ENCODER = clip_text_config(
+    49408, width=768, mlp=3072, layers=12, heads=12, bos_token_id=49406, eos_token_id=2, pad_token_id=1
 )
 
 
@@ -65,3 +49,22 @@ def shard_train_state(c):
     """
     c.mesh.data = 1
     c.mesh.fsdp = -1
+
+
+def training_config(dataset: str, *, reward: bool):
+    """The SD 1.5 runs' config (configs/sd15_ip2p.py, configs/sd15_reward.py) on ``dataset``.
+
+    The official recipe (docs/sources.md, "Training recipe"): 256 px, AdamW at a constant 5e-5 without
+    warmup (the default), 10,000 steps, global batch 128 (per-GPU batch 4 x 4 accumulation steps x 8 GPUs;
+    here one micro-batch per step on any number of devices), a checkpoint every 500 steps, EMA (the
+    default). The SD 1.5 architecture, used for random init (``init_from=''``) and for compiling from
+    abstract shapes; a run from real weights takes it from ``init_from``. The train state is sharded
+    (:func:`shard_train_state`).
+    """
+    c = default.get_config()
+    c.update(total_steps=10_000, batch_size=128, learning_rate=5e-5, checkpoint_every_steps=500)
+    c.data.update(name=dataset, resolution=256)
+    c.model.update(unet=SD15_UNET, vae=SD15_VAE, text_encoder=SD15_TEXT_ENCODER)
+    c.reward.enabled = reward
+    shard_train_state(c)
+    return c
