@@ -272,8 +272,8 @@ class EvalSettings:
             raise EvaluationError(f"{model_path}: no such model folder")
         if hub_id is None and not model_path.is_dir():
             raise EvaluationError(f"{model_path}: not a model folder")
-        clip_model = None if clip_hub else _clip_folder(clip_model)
-        dino_model = None if dino_hub else _dino_folder(dino_model)
+        clip_model = None if clip_hub else _scoring_model(clip_model, "--clip-model")
+        dino_model = None if dino_hub else _scoring_model(dino_model, "--dino-model")
         if out.exists() and not out.is_dir():
             raise EvaluationError(f"{out}: not a folder")
         if judge == "gpt" and is_remote(out):
@@ -293,9 +293,9 @@ class EvalSettings:
         else:
             model = str(resolve(model_path))
         if clip_hub is not None:
-            clip_model = _clip_folder(_fetch(clip_hub, "--clip-model").folder)
+            clip_model = _scoring_model(_fetch(clip_hub, "--clip-model").folder, "--clip-model")
         if dino_hub is not None:
-            dino_model = _dino_folder(_fetch(dino_hub, "--dino-model").folder)
+            dino_model = _scoring_model(_fetch(dino_hub, "--dino-model").folder, "--dino-model")
         model_step = _workdir_step(model_path)
         from rewardedit_jax.sampling import resolve_dtype
 
@@ -353,28 +353,24 @@ def _fetch(hub_id: tuple[str, str | None], flag: str = "") -> hub.HubModel:
         raise EvaluationError(f"{flag} {e}".lstrip()) from None
 
 
-def _clip_folder(clip_model) -> str | None:
-    if clip_model is None:
-        return None
-    if is_remote(clip_model):
-        raise EvaluationError(
-            f"{clip_model}: --clip-model must be a local folder or a Hugging Face Hub id owner/name[@revision]"
-        )
-    clip_model = str(Path(clip_model).expanduser().resolve())
-    if not Path(clip_model).is_dir():
-        raise EvaluationError(f"{clip_model}: no such CLIP model folder")
-    return clip_model
+def _check_clip_model(folder: str) -> str:
+    if not Path(folder).is_dir():
+        raise reference_metrics.MetricModelError(f"{folder}: no such CLIP model folder")
+    return folder
 
 
-def _dino_folder(dino_model) -> str | None:
-    if dino_model is None:
+def _scoring_model(path, flag: str) -> str | None:
+    """The absolute local folder of ``--clip-model`` or ``--dino-model`` (checked as far as it can be without
+    loading it), or None when not given."""
+    if path is None:
         return None
-    if is_remote(dino_model):
+    if is_remote(path):
         raise EvaluationError(
-            f"{dino_model}: --dino-model must be a local folder or a Hugging Face Hub id owner/name[@revision]"
+            f"{path}: {flag} must be a local folder or a Hugging Face Hub id owner/name[@revision]"
         )
+    check = _check_clip_model if flag == "--clip-model" else reference_metrics.check_dino_model
     try:
-        return reference_metrics.check_dino_model(dino_model)
+        return check(str(Path(path).expanduser().resolve()))
     except reference_metrics.MetricModelError as e:
         raise EvaluationError(str(e)) from None
 
