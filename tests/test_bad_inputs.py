@@ -94,50 +94,57 @@ def offline_hub(tmp_path, monkeypatch) -> Path:
 
 # --- in this process -------------------------------------------------------------------------------------
 
-# (case, argv with {png} {text_png} {truncated_png} {file} {model} {data} {tmp} filled in, the names the
-# error line must hold); every one also leaves {tmp}/out uncreated.
-EDIT_CASES = [
-    ("text file named .png", "--image {text_png}", ["{text_png}", "cannot read the image"]),
-    ("truncated PNG", "--image {truncated_png}", ["{truncated_png}", "cannot read the image"]),
-    ("missing image", "--image {tmp}/none.png", ["{tmp}/none.png", "no such image file"]),
-    ("missing model", "--image {png} --model {tmp}/none", ["{tmp}/none", "no such model folder"]),
-    ("two scores", "--image {png} --reward 5,5", ["--reward", "'5,5'"]),
-    ("words", "--image {png} --reward a,b,c", ["--reward", "'a,b,c'"]),
-    ("score above 5", "--image {png} --reward 6,5,5", ["--reward", "in 0..5", "'6,5,5'"]),
-    ("bad low reward", "--image {png} --reward-guidance 2 --low-reward 1,1", ["--low-reward", "'1,1'"]),
-]
-EVALUATE_CASES = [
-    ("missing model", "--model {tmp}/none", ["{tmp}/none", "no such model folder"]),
-    ("missing data dir", "--data-dir {tmp}/none", ["{tmp}/none", "no such data folder"]),
-    ("two scores", "--reward 5,5", ["--reward", "'5,5'"]),
-    ("words", "--reward a,b,c", ["--reward", "'a,b,c'"]),
-    ("score above 5", "--reward 6,5,5", ["--reward", "in 0..5", "'6,5,5'"]),
-    ("out under a file", "--out {file}/out", ["--out {file}/out", "is a file, not a folder"]),
-    ("missing CLIP folder", "--clip-model {tmp}/none", ["{tmp}/none", "no such CLIP model folder"]),
-    ("missing DINO folder", "--dino-model {tmp}/none", ["{tmp}/none", "no such DINO model folder"]),
-    ("missing CLIP Hub id", "--clip-model owner/none", ["--clip-model owner/none", "HF_HUB_OFFLINE=1"]),
-    ("missing model Hub id", "--model owner/none@v1", ["owner/none@v1", "not in the local Hugging Face"]),
-]
-CONVERT_CASES = [
-    ("import: missing source", "import {tmp}/none {tmp}/out", ["{tmp}/none", "no such model folder"]),
-    ("import: DST under a file", "import {model} {file}/out", ["DST {file}/out", "is a file, not a folder"]),
-    ("export: DST under a file", "export {model} {file}/out", ["DST {file}/out", "is a file, not a folder"]),
-    ("export: missing source", "export {tmp}/none {tmp}/out", ["{tmp}/none", "no such model folder"]),
-    ("check: missing source", "check {tmp}/none", ["{tmp}/none", "no such model folder"]),
-    ("import: missing Hub id", "import owner/none {tmp}/out", ["owner/none", "HF_HUB_OFFLINE=1"]),
-]
-LABEL_CASES = [
-    ("missing manifest", "--manifest {tmp}/none.jsonl", ["{tmp}/none.jsonl", "manifest not found"]),
-    ("text file named .png", "--source {text_png}", [":1: source image", "not an image file"]),
-    ("truncated PNG", "--edited {truncated_png}", [":1: edited image", "cannot read the image"]),
-    ("out under a file", "--out {file}/rewards.json", ["--out {file}/rewards.json", "is a file, not a"]),
-    ("cache under a file", "--cache {file}/c.sqlite", ["--cache {file}/c.sqlite", "is a file, not a"]),
-    ("not JSON", "--manifest-text {{nope", [":1: not valid JSON"]),
-]
-PRECOMPUTE_CASES = [
-    ("out under a file", "--out {file}/cache", ["--out {file}/cache", "is a file, not a folder"]),
-    ("missing data dir", "--data-dir {tmp}/none", ["{tmp}/none", "build it with tfds build"]),
-]
+
+def _table(text: str) -> list[tuple[str, str, list[str]]]:
+    rows = [line.split(" | ") for line in text.strip().splitlines()]
+    return [(case.strip(), args, names.split("; ")) for case, args, names in rows]
+
+
+# One case a line: its name | the arguments, with {png} {text_png} {truncated_png} {file} {model} {data}
+# {tmp} filled in | what the error line must hold, "; "-separated. Every case also leaves {tmp}/out
+# uncreated.
+EDIT_CASES = _table("""
+    text file named .png | --image {text_png} | {text_png}; cannot read the image
+    truncated PNG | --image {truncated_png} | {truncated_png}; cannot read the image
+    missing image | --image {tmp}/none.png | {tmp}/none.png; no such image file
+    missing model | --image {png} --model {tmp}/none | {tmp}/none; no such model folder
+    two scores | --image {png} --reward 5,5 | --reward; '5,5'
+    words | --image {png} --reward a,b,c | --reward; 'a,b,c'
+    score above 5 | --image {png} --reward 6,5,5 | --reward; in 0..5; '6,5,5'
+    bad low reward | --image {png} --reward-guidance 2 --low-reward 1,1 | --low-reward; '1,1'
+""")
+EVALUATE_CASES = _table("""
+    missing model | --model {tmp}/none | {tmp}/none; no such model folder
+    missing data dir | --data-dir {tmp}/none | {tmp}/none; no such data folder
+    two scores | --reward 5,5 | --reward; '5,5'
+    words | --reward a,b,c | --reward; 'a,b,c'
+    score above 5 | --reward 6,5,5 | --reward; in 0..5; '6,5,5'
+    out under a file | --out {file}/out | --out {file}/out; is a file, not a folder
+    missing CLIP folder | --clip-model {tmp}/none | {tmp}/none; no such CLIP model folder
+    missing DINO folder | --dino-model {tmp}/none | {tmp}/none; no such DINO model folder
+    missing CLIP Hub id | --clip-model owner/none | --clip-model owner/none; HF_HUB_OFFLINE=1
+    missing model Hub id | --model owner/none@v1 | owner/none@v1; not in the local Hugging Face
+""")
+CONVERT_CASES = _table("""
+    import: missing source | import {tmp}/none {tmp}/out | {tmp}/none; no such model folder
+    import: DST under a file | import {model} {file}/out | DST {file}/out; is a file, not a folder
+    export: DST under a file | export {model} {file}/out | DST {file}/out; is a file, not a folder
+    export: missing source | export {tmp}/none {tmp}/out | {tmp}/none; no such model folder
+    check: missing source | check {tmp}/none | {tmp}/none; no such model folder
+    import: missing Hub id | import owner/none {tmp}/out | owner/none; HF_HUB_OFFLINE=1
+""")
+LABEL_CASES = _table("""
+    missing manifest | --manifest {tmp}/none.jsonl | {tmp}/none.jsonl; manifest not found
+    text file named .png | --source {text_png} | :1: source image; not an image file
+    truncated PNG | --edited {truncated_png} | :1: edited image; cannot read the image
+    out under a file | --out {file}/rewards.json | --out {file}/rewards.json; is a file, not a
+    cache under a file | --cache {file}/c.sqlite | --cache {file}/c.sqlite; is a file, not a
+    not JSON | --manifest-text {{nope | :1: not valid JSON
+""")
+PRECOMPUTE_CASES = _table("""
+    out under a file | --out {file}/cache | --out {file}/cache; is a file, not a folder
+    missing data dir | --data-dir {tmp}/none | {tmp}/none; build it with tfds build
+""")
 
 
 def _fill(text: str, files: dict[str, Path], tmp_path: Path) -> str:
