@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     cache_path = Path(args.cache) if args.cache else sibling_path(out, ".cache.sqlite")
     try:
         # The outputs are written when every request is done, and the cache at the first answer.
-        check_creatable(out, "--out")
-        check_creatable(cache_path, "--cache" if args.cache else "--out's cache")
+        check_creatable(out, "--out", file=True)
+        check_creatable(cache_path, "--cache" if args.cache else "--out's cache", file=True)
         config = JudgeConfig(
             model=args.model,
             base_url=args.base_url,

@@ -139,6 +139,7 @@ LABEL_CASES = _table("""
     truncated PNG | --edited {truncated_png} | :1: edited image; cannot read the image
     out under a file | --out {file}/rewards.json | --out {file}/rewards.json; is a file, not a
     cache under a file | --cache {file}/c.sqlite | --cache {file}/c.sqlite; is a file, not a
+    out is a folder | --out {model} | --out {model}; is a folder; give a file name
     not JSON | --manifest-text {{nope | :1: not valid JSON
 """)
 PRECOMPUTE_CASES = _table("""
