@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The outputs are written when every request is done, and the cache at the first answer.
         check_creatable(out, "--out", file=True)
-        check_creatable(cache_path, "--cache" if args.cache else "--out's cache", file=True)
+        check_creatable(cache_path, "--cache" if args.cache else "--out's cache")
         config = JudgeConfig(
             model=args.model,
             base_url=args.base_url,
