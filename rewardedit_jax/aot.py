@@ -23,6 +23,8 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
+from rewardedit_jax import platforms
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
 _TOPOLOGY = flags.DEFINE_string(
     "topology",
@@ -243,10 +245,13 @@ def main(argv) -> int:
         import jax
 
         jax.config.update("jax_platforms", os.environ.setdefault("JAX_PLATFORMS", "cpu"))
+    from rewardedit_jax.io import PathError
     from rewardedit_jax.training.sharding import ConfigError
     from rewardedit_jax.training.topology import TopologyError, parse_topology
 
     try:
+        if _JSON.value:  # written after the compile, which takes minutes at full size
+            platforms.check_creatable(_JSON.value, "--json", file=True)
         topology = parse_topology(_TOPOLOGY.value, _NUM_SLICES.value) if _TOPOLOGY.value else None
         if _NUM_SLICES.value != 1 and topology is None:
             raise TopologyError("--num-slices needs --topology")
@@ -260,7 +265,7 @@ def main(argv) -> int:
             hbm_bytes=_HBM.value * GiB if _HBM.value else None,
             progress=lambda message: print(f"[aot {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr),
         )
-    except (ConfigError, TopologyError) as e:
+    except (ConfigError, PathError, TopologyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except DoesNotFit as e:

@@ -7,6 +7,7 @@ line naming the argument, and exit status 2, before anything is imported or comp
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,16 +18,32 @@ def _override_args(argv: Sequence[str]) -> list[str]:
     return [a for a in argv[1:] if a.startswith("--config.")]
 
 
+def _missing_key(exc: BaseException) -> tuple[str, str | None]:
+    """The key an ``AttributeError``/``KeyError`` of a ConfigDict names, and the key it suggests instead.
+
+    ml_collections wraps a ``KeyError`` whose message is the quoted key, then for a near miss a second line
+    ``Did you mean "x" instead of "y"?``; ``str()`` of either shows that message escaped, as a repr.
+    """
+    while exc.args and isinstance(exc.args[0], BaseException):
+        exc = exc.args[0]
+    message = str(exc.args[0]) if exc.args else str(exc)
+    first, _, rest = message.partition("\n")
+    suggestion = re.search(r'Did you mean "([^"]+)"', rest)
+    return first.strip("\"'"), suggestion.group(1) if suggestion else None
+
+
 def describe_parse_error(argv: Sequence[str], exc: BaseException) -> str:
     """One line for ``exc``, raised while parsing ``argv``, naming the argument that caused it."""
     text = " ".join(str(exc).split()).strip("\"'")
     overrides = _override_args(argv)
     if isinstance(exc, (AttributeError, KeyError)):
-        key = text.strip("\"'")
+        key, suggestion = _missing_key(exc)
         for arg in overrides:
             path = arg[len("--config.") :].split("=", 1)[0].split(".")
             if key in path:
-                return f"{arg}: the config has no key {'.'.join(path[: path.index(key) + 1])!r}"
+                parents = path[: path.index(key)]
+                line = f"{arg}: the config has no key {'.'.join([*parents, key])!r}"
+                return line + (f" (did you mean {'.'.join([*parents, suggestion])!r}?)" if suggestion else "")
     for arg in overrides:
         name = arg[len("--config.") :].split("=", 1)[0].split(".")[-1]
         if f"'{name}'" in text or f"{name!r}" in text:

@@ -29,18 +29,34 @@ import sys
 import time
 from pathlib import Path
 
-from rewardedit_jax.io import atomic_write_text
+from rewardedit_jax.io import PathError, atomic_write_text
 from rewardedit_jax.judge.cache import AnswerCache
 from rewardedit_jax.judge.client import JudgeFatalError, api_key_env_names, api_key_from_env
 from rewardedit_jax.judge.config import JudgeConfig
 from rewardedit_jax.judge.prompts import PromptSet
 from rewardedit_jax.judge.runner import EditItem, ItemResult, Judge, ProgressBar
+from rewardedit_jax.platforms import check_creatable
 
 log = logging.getLogger("rewardedit_jax.label")
 
 
 class ManifestError(ValueError):
     """A problem with the manifest, naming the file and line."""
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why ``path`` is not an image the judge can send (not an image file, or a truncated or corrupt one as
+    far as its format's checksums tell without decoding it), else None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except UnidentifiedImageError:
+        return "not an image file PIL can read"
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports a broken file as any of these
+        return f"cannot read the image ({' '.join(str(exc).split())})"
+    return None
 
 
 def read_manifest(path: str | os.PathLike) -> list[EditItem]:
@@ -51,6 +67,7 @@ def read_manifest(path: str | os.PathLike) -> list[EditItem]:
     base = manifest.resolve().parent
     items: list[EditItem] = []
     first_line: dict[str, int] = {}
+    readable: set[Path] = set()
     with open(manifest, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
@@ -85,6 +102,11 @@ def read_manifest(path: str | os.PathLike) -> list[EditItem]:
                 resolved = Path(value) if os.path.isabs(value) else base / value
                 if not resolved.is_file():
                     raise ManifestError(f"{where}: {field} image not found: {value}")
+                if resolved not in readable:
+                    problem = _image_problem(resolved)
+                    if problem:
+                        raise ManifestError(f"{where}: {field} image {value}: {problem}")
+                    readable.add(resolved)
                 paths[field] = str(resolved)
             items.append(EditItem(item_id, paths["source"], paths["edited"], instruction))
     if not items:
@@ -174,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     cache_path = Path(args.cache) if args.cache else sibling_path(out, ".cache.sqlite")
     try:
+        # The outputs are written when every request is done, and the cache at the first answer.
+        check_creatable(out, "--out", file=True)
+        check_creatable(cache_path, "--cache" if args.cache else "--out's cache")
         config = JudgeConfig(
             model=args.model,
             base_url=args.base_url,
@@ -194,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         PromptSet.load(config.prompts)
         items = read_manifest(args.manifest)
-    except (ValueError, OSError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError, PathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -14,6 +14,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from rewardedit_jax import platforms
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file (configs/*.py).", lock_config=True
 )
@@ -50,9 +52,15 @@ def main(argv) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s] %(message)s", stream=sys.stderr
     )
     logging.getLogger("absl").setLevel(logging.WARNING)
+    from rewardedit_jax.io import PathError
+
+    try:  # the workdir is first written after the models are built: a bad one fails now instead
+        platforms.check_creatable(_WORKDIR.value, "--workdir")
+    except PathError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     _maybe_initialize_distributed()
     from rewardedit_jax.convert.weights import ConversionError
-    from rewardedit_jax.io import PathError
     from rewardedit_jax.training.sharding import ConfigError
     from rewardedit_jax.training.trainer import TrainingError, train_and_evaluate
 

@@ -101,7 +101,10 @@ BAD_FLAGS = [
         ["--reward-guidance", "2", "--low-reward", "x"],
         "--low-reward must be three comma-separated numbers like 5,5,5; got 'x'",
     ),
-    (["--clip-model", "gs://bucket/clip"], "gs://bucket/clip: --clip-model must be a local folder"),
+    (
+        ["--clip-model", "gs://bucket/clip"],
+        "gs://bucket/clip: --clip-model must be a local folder or a Hugging Face Hub id owner/name[@revision]",
+    ),
 ]
 
 

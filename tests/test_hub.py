@@ -463,3 +463,51 @@ def test_the_cache_serves_when_the_hub_cannot_be_reached(online, hub_cache, caps
         "Hugging Face cache",
         f"hub: owner/name is commit {COMMIT_A} ({folder})",
     ]
+
+
+# --- evaluate's scoring models ---------------------------------------------------------------------------
+
+
+def test_evaluate_takes_hub_ids_for_the_clip_and_dino_models(hub_cache, tmp_path, capsys):
+    from rewardedit_jax.evaluate import EvalSettings, main
+    from rewardedit_jax.evaluators import EvaluationError
+
+    # A transformers repository: a download takes its configs, tokenizer files and safetensors weights only.
+    listing = ["config.json", "preprocessor_config.json", "vocab.json", "merges.txt", "model.safetensors"]
+    assert hub.pipeline_files([*listing, "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack"]) == sorted(
+        listing
+    )
+    clip = add_snapshot(hub_cache, "owner/clip", COMMIT_A, {name: b"{}" for name in listing}, refs=["main"])
+    dino_files = {
+        "config.json": b'{"model_type": "vit"}',
+        "preprocessor_config.json": b"{}",
+        "model.safetensors": b"weights",
+    }
+    dino = add_snapshot(hub_cache, "owner/dino", COMMIT_B, dino_files, refs=["v1"])
+    data = tmp_path / "data"
+    (data / "synthetic_edit" / "tiny" / "1.0.0").mkdir(parents=True)
+    (data / "synthetic_edit" / "tiny" / "1.0.0" / "dataset_info.json").write_text("{}")
+    (tmp_path / "model").mkdir()
+
+    def create(**options):
+        return EvalSettings.create(tmp_path / "model", "synthetic_edit", data, tmp_path / "out", **options)
+
+    settings = create(clip_model="owner/clip", dino_model="owner/dino@v1", judge="none")
+    assert (settings.clip_model, settings.dino_model) == (str(clip), str(dino))
+    # A revision that is not a DINO model is refused as a local folder would be.
+    add_snapshot(hub_cache, "owner/dino", COMMIT_A, {"config.json": b'{"model_type": "clip"}'}, refs=["v0"])
+    with pytest.raises(EvaluationError, match=r": not a DINO model \(config.json model_type 'clip'"):
+        create(dino_model="owner/dino@v0", judge="none")
+    # Every other flag is checked before the id is looked up.
+    with pytest.raises(EvaluationError, match=r"^--steps must be at least 1"):
+        create(clip_model="owner/missing", steps=0)
+    capsys.readouterr()
+    argv = ["--model", str(tmp_path / "model"), "--benchmark", "synthetic_edit", "--data-dir", str(data)]
+    argv += ["--out", str(tmp_path / "out"), "--judge", "none", "--no-progress"]
+    for flag in ("--clip-model", "--dino-model"):
+        assert main([*argv, flag, "owner/missing@v2"]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {flag} owner/missing@v2: no such local folder, and not in the local Hugging Face cache "
+            f"{hub_cache} and HF_HUB_OFFLINE=1 is set"
+        ]
+    assert not (tmp_path / "out").exists()

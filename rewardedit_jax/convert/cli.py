@@ -13,8 +13,6 @@ Outputs are written to a temporary sibling directory and renamed into place only
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 import time
 
@@ -22,6 +20,7 @@ from rewardedit_jax import hub
 from rewardedit_jax.convert import pipeline
 from rewardedit_jax.convert.weights import ConversionError, atomic_directory
 from rewardedit_jax.io import PathError, to_path
+from rewardedit_jax.platforms import check_creatable, quiet_library_logs
 
 
 def _log(msg: str) -> None:
@@ -30,6 +29,7 @@ def _log(msg: str) -> None:
 
 def cmd_import(args) -> int:
     dst = to_path(args.dst)
+    check_creatable(dst, "DST")
     found = hub.resolve(args.src)
     src = to_path(found.folder if found else args.src)
     t0 = time.perf_counter()
@@ -43,6 +43,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
+    check_creatable(args.dst, "DST")
     src, dst = to_path(hub.local_folder(args.src)), to_path(args.dst)
     t0 = time.perf_counter()
     pipeline.layout_of(src)
@@ -118,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_library_logs()
     try:
         return args.func(args)
     except PathError as e:  # ConversionError is one

@@ -13,9 +13,14 @@ feedback texts (`rewardedit_jax.data.latent_cache`, docs/data.md). The trainer r
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
+
+from rewardedit_jax.platforms import check_creatable, quiet_library_logs
+
+# The flags passed to rewardedit_jax.data.latent_cache.precompute as the keywords of the same names.
+_PRECOMPUTE_OPTIONS = (
+    "resolution batch_size flips limit dtype read_threads fast_jpeg overwrite progress".split()
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,28 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_library_logs()
     from rewardedit_jax.convert.weights import ConversionError
     from rewardedit_jax.data.latent_cache import LatentCacheError, precompute
     from rewardedit_jax.io import PathError
 
+    options = {name: getattr(args, name) for name in _PRECOMPUTE_OPTIONS}
     try:
+        check_creatable(args.out, "--out")  # written after the whole dataset is encoded
         info = precompute(
-            args.model,
-            args.dataset,
-            args.split,
-            data_dir=args.data_dir,
-            out_dir=args.out,
-            resolution=args.resolution,
-            batch_size=args.batch_size,
-            flips=args.flips,
-            limit=args.limit,
-            dtype=args.dtype,
-            read_threads=args.read_threads,
-            fast_jpeg=args.fast_jpeg,
-            overwrite=args.overwrite,
-            progress=args.progress,
+            args.model, args.dataset, args.split, data_dir=args.data_dir, out_dir=args.out, **options
         )
     except (LatentCacheError, ConversionError, PathError) as e:
         print(f"error: {e}", file=sys.stderr)

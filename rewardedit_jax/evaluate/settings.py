@@ -22,6 +22,7 @@ from etils import epath
 from rewardedit_jax import cli, evaluators, hub, reference_metrics
 from rewardedit_jax.evaluators import BenchmarkEdit, EvaluationError, benchmark_resolution, resolve_benchmark
 from rewardedit_jax.io import PathError, check_bucket, is_remote, resolve, to_path
+from rewardedit_jax.platforms import check_creatable
 
 JUDGES = ("gpt", "oracle", "none")
 DEFAULT_JUDGE = {"real_edit": "gpt", "synthetic_edit": "oracle"}
@@ -47,6 +48,20 @@ GENERATION_KEYS = (
 )
 
 Scores = tuple[float, float, float]
+
+# The keywords of EvalSettings.create given by the flags of the same names (--text-guidance: text_guidance).
+_CREATE_FLAGS = (
+    "judge reward feedback steps text_guidance image_guidance seed seed_per_edit shared_noise resolution "
+    "scheduler dtype reward_guidance low_reward low_feedback batch_size limit clip_model dino_model attention"
+).split()
+# The gpt judge's settings (rewardedit_jax.judge.JudgeConfig fields) and the flags that give them.
+_JUDGE_FLAGS = {
+    "model": "judge_model",
+    "base_url": "judge_base_url",
+    "concurrency": "judge_concurrency",
+    "protocol": "judge_protocol",
+    "official_repo": "official_repo",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +127,7 @@ class EvalSettings:
     low_feedback: str | None  # None without reward guidance
     batch_size: int
     limit: int | None
-    clip_model: str | None  # absolute local folders
+    clip_model: str | None  # absolute local folders (a Hub id's snapshot folder, named by its commit)
     dino_model: str | None
     compiler_options: Mapping[str, Any] | None = None
     progress: bool = True
@@ -170,42 +185,18 @@ class EvalSettings:
             from rewardedit_jax.judge import JudgeConfig
 
             try:
-                judge_config = JudgeConfig(
-                    model=args.judge_model,
-                    base_url=args.judge_base_url,
-                    concurrency=args.judge_concurrency,
-                    protocol=args.judge_protocol,
-                    official_repo=args.official_repo,
-                )
+                judge_config = JudgeConfig(**{key: getattr(args, flag) for key, flag in _JUDGE_FLAGS.items()})
             except ValueError as e:
                 raise EvaluationError(str(e)) from None
+        options = {name: getattr(args, name) for name in _CREATE_FLAGS}
         return cls.create(
             args.model,
             args.benchmark,
             args.data_dir,
             args.out,
-            judge=args.judge,
-            reward=args.reward,
-            feedback=args.feedback,
-            steps=args.steps,
-            text_guidance=args.text_guidance,
-            image_guidance=args.image_guidance,
-            seed=args.seed,
-            seed_per_edit=args.seed_per_edit,
-            shared_noise=args.shared_noise,
-            resolution=args.resolution,
-            scheduler=args.scheduler,
-            dtype=args.dtype,
-            reward_guidance=args.reward_guidance,
-            low_reward=args.low_reward,
-            low_feedback=args.low_feedback,
-            batch_size=args.batch_size,
-            limit=args.limit,
-            clip_model=args.clip_model,
-            dino_model=args.dino_model,
             judge_config=judge_config,
             progress=not args.no_progress,
-            attention=args.attention,
+            **options,
         )
 
     @classmethod
@@ -268,19 +259,21 @@ class EvalSettings:
         if reward_guidance is not None and not math.isfinite(reward_guidance):
             raise EvaluationError(f"--reward-guidance must be a finite number; got {reward_guidance}")
         low_scores = _parse_scores(low_reward, "--low-reward") if reward_guidance is not None else None
-        hub_id = hub.parse_hub_id(model)  # resolved after every other check: it may download the model
+        # Hub ids are resolved after every other check: resolving one may download it.
+        hub_id, clip_hub, dino_hub = (hub.parse_hub_id(m) for m in (model, clip_model, dino_model))
         try:
             model_path = to_path(model, expanduser=True)
             out = to_path(out, expanduser=True)
             check_bucket(out)
+            check_creatable(out, "--out")  # before anything is loaded or generated
         except PathError as e:
             raise EvaluationError(str(e)) from None
         if hub_id is None and not model_path.exists():
             raise EvaluationError(f"{model_path}: no such model folder")
         if hub_id is None and not model_path.is_dir():
             raise EvaluationError(f"{model_path}: not a model folder")
-        clip_model = _clip_folder(clip_model)
-        dino_model = _dino_folder(dino_model)
+        clip_model = None if clip_hub else _scoring_model(clip_model, "--clip-model")
+        dino_model = None if dino_hub else _scoring_model(dino_model, "--dino-model")
         if out.exists() and not out.is_dir():
             raise EvaluationError(f"{out}: not a folder")
         if judge == "gpt" and is_remote(out):
@@ -295,13 +288,14 @@ class EvalSettings:
         if kind == "real_edit" and resolution < 64:
             raise EvaluationError(f"--resolution must be at least 64 for real_edit; got {resolution}")
         if hub_id is not None:
-            try:
-                found = hub.fetch(*hub_id)
-            except PathError as e:
-                raise EvaluationError(str(e)) from None
+            found = _fetch(hub_id)
             model_path, model = epath.Path(found.folder), found.pinned
         else:
             model = str(resolve(model_path))
+        if clip_hub is not None:
+            clip_model = _scoring_model(_fetch(clip_hub, "--clip-model").folder, "--clip-model")
+        if dino_hub is not None:
+            dino_model = _scoring_model(_fetch(dino_hub, "--dino-model").folder, "--dino-model")
         model_step = _workdir_step(model_path)
         from rewardedit_jax.sampling import resolve_dtype
 
@@ -350,24 +344,33 @@ def _parse_scores(scores, flag: str) -> Scores | None:
         raise EvaluationError(f"bad {flag} {scores!r}") from None
 
 
-def _clip_folder(clip_model) -> str | None:
-    if clip_model is None:
-        return None
-    if is_remote(clip_model):
-        raise EvaluationError(f"{clip_model}: --clip-model must be a local folder")
-    clip_model = str(Path(clip_model).expanduser().resolve())
-    if not Path(clip_model).is_dir():
-        raise EvaluationError(f"{clip_model}: no such CLIP model folder")
-    return clip_model
-
-
-def _dino_folder(dino_model) -> str | None:
-    if dino_model is None:
-        return None
-    if is_remote(dino_model):
-        raise EvaluationError(f"{dino_model}: --dino-model must be a local folder")
+def _fetch(hub_id: tuple[str, str | None], flag: str = "") -> hub.HubModel:
+    """A Hub id's model, downloaded or found in the cache; an :class:`EvaluationError` naming ``flag`` and
+    the id otherwise."""
     try:
-        return reference_metrics.check_dino_model(dino_model)
+        return hub.fetch(*hub_id)
+    except PathError as e:
+        raise EvaluationError(f"{flag} {e}".lstrip()) from None
+
+
+def _check_clip_model(folder: str) -> str:
+    if not Path(folder).is_dir():
+        raise reference_metrics.MetricModelError(f"{folder}: no such CLIP model folder")
+    return folder
+
+
+def _scoring_model(path, flag: str) -> str | None:
+    """The absolute local folder of ``--clip-model`` or ``--dino-model`` (checked as far as it can be without
+    loading it), or None when not given."""
+    if path is None:
+        return None
+    if is_remote(path):
+        raise EvaluationError(
+            f"{path}: {flag} must be a local folder or a Hugging Face Hub id owner/name[@revision]"
+        )
+    check = _check_clip_model if flag == "--clip-model" else reference_metrics.check_dino_model
+    try:
+        return check(str(Path(path).expanduser().resolve()))
     except reference_metrics.MetricModelError as e:
         raise EvaluationError(str(e)) from None
 
