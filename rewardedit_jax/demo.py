@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from rewardedit_jax.data import vocabulary
-from rewardedit_jax.io import atomic_write_text, write_json
+from rewardedit_jax.io import PathError, atomic_write_text, write_json
+from rewardedit_jax.platforms import check_creatable
 
 
 class DemoError(SystemExit):
@@ -633,6 +634,10 @@ def _main(argv=None) -> int:
     _show_training_progress()
     t0 = time.perf_counter()
     out = Path(args.out).absolute()
+    try:
+        check_creatable(out, "--out")
+    except PathError as e:
+        raise DemoError(f"error: {e}") from None
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "tfds"
     with _stage("the dataset"):
