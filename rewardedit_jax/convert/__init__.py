@@ -45,12 +45,8 @@ def resolve_component(path: str | os.PathLike, component: str) -> tuple[epath.Pa
     Hugging Face Hub id of one (``owner/name[@revision]``, :mod:`rewardedit_jax.hub`).
     """
     path = to_path(hub.local_folder(path))
-    if not path.exists():
-        raise ConversionError(f"{path}: no such model folder")
-    if not path.is_dir():
-        raise ConversionError(f"{path}: not a folder")
-    if model_dir.is_model_dir(path):
-        manifest = model_dir.read_manifest(path)
+    manifest = model_dir.folder_manifest(path)
+    if manifest is not None:
         if component not in manifest.get("components", []):
             raise ConversionError(f"{path}: the Flax model directory has no {component!r} component")
         return path / component, "flax"

@@ -13,22 +13,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flax import nnx
-
 from rewardedit_jax.convert import model_dir
-from rewardedit_jax.convert.mapping import export_state, finish_loaded, load_into
+from rewardedit_jax.convert.mapping import (
+    export_state,
+    finish_loaded,
+    load_into,
+    parsed_config,
+)
 from rewardedit_jax.convert.weights import (
     TRANSFORMERS_STEMS,
-    ConversionError,
     WeightReader,
     open_weights,
     read_json,
-    save_safetensors,
-    write_json,
+    save_weights_folder,
 )
 from rewardedit_jax.io import to_path
 from rewardedit_jax.models.clip_text import CLIPTextModel, TextEncoderConfig
-from rewardedit_jax.models.layers import UnsupportedConfigError, abstract_module
+from rewardedit_jax.models.layers import build_model
 
 ARCHITECTURE = "CLIPTextModel"
 MODEL_TYPE = "clip_text_model"
@@ -42,14 +43,11 @@ def _is_buffer(key: str) -> bool:
 
 
 def text_encoder_config(config: Mapping[str, Any], source: Path) -> TextEncoderConfig:
-    try:
-        return TextEncoderConfig.from_transformers(config)
-    except UnsupportedConfigError as e:
-        raise ConversionError(f"{source}: {e}") from None
+    return parsed_config(lambda: TextEncoderConfig.from_transformers(config), source)
 
 
 def build_abstract(cfg: TextEncoderConfig, compute_dtype=None) -> CLIPTextModel:
-    return abstract_module(lambda: CLIPTextModel(cfg, rngs=nnx.Rngs(0), dtype=compute_dtype))
+    return build_model(CLIPTextModel, cfg, dtype=compute_dtype, abstract=True)
 
 
 def _renames_for(reader: WeightReader):
@@ -96,11 +94,8 @@ def transformers_config_for(model: CLIPTextModel, base: Mapping[str, Any] | None
 
 def save_diffusers_text_encoder(model: CLIPTextModel, dst: Path, config: Mapping[str, Any] | None) -> None:
     """Write ``dst/config.json`` and ``dst/model.safetensors`` (float32, keys under ``text_model.``)."""
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
     tensors = dict(export_state(model, renames=PREFIXED_RENAMES))
-    save_safetensors(dst / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-    write_json(dst / "config.json", transformers_config_for(model, config))
+    save_weights_folder(dst, WEIGHTS_FILE, tensors, transformers_config_for(model, config), {"format": "pt"})
 
 
 def save_flax_text_encoder(

@@ -8,8 +8,10 @@ component-specific regex renames on the module path, plus the leaf rule ``kernel
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +19,10 @@ import numpy as np
 from flax import nnx
 
 from rewardedit_jax.convert.weights import ConversionError, WeightReader
-from rewardedit_jax.models.layers import materialize_rng_state
+from rewardedit_jax.models.layers import UnsupportedConfigError, materialize_rng_state
 
 Rename = Sequence[tuple[str, str]]
+T = TypeVar("T")
 _LEAF = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
 
 
@@ -33,20 +36,19 @@ def torch_key(path: tuple, renames: Rename = ()) -> str:
     return f"{name}.{_LEAF[leaf]}" if name else _LEAF[leaf]
 
 
-def to_flax_layout(leaf: str, array: np.ndarray) -> np.ndarray:
-    if leaf == "kernel" and array.ndim == 4:
-        return array.transpose(2, 3, 1, 0)
-    if leaf == "kernel" and array.ndim == 2:
-        return array.T
-    return array
+# Flax -> PyTorch axis order of a kernel, by rank: conv (kh, kw, in, out) -> (out, in, kh, kw), dense
+# (in, out) -> (out, in). Other leaves keep their layout.
+_TORCH_KERNEL_AXES = {4: (3, 2, 0, 1), 2: (1, 0)}
 
 
 def to_torch_layout(leaf: str, array: np.ndarray) -> np.ndarray:
-    if leaf == "kernel" and array.ndim == 4:
-        return array.transpose(3, 2, 0, 1)
-    if leaf == "kernel" and array.ndim == 2:
-        return array.T
-    return array
+    axes = _TORCH_KERNEL_AXES.get(array.ndim) if leaf == "kernel" else None
+    return array if axes is None else array.transpose(axes)
+
+
+def to_flax_layout(leaf: str, array: np.ndarray) -> np.ndarray:
+    axes = _TORCH_KERNEL_AXES.get(array.ndim) if leaf == "kernel" else None
+    return array if axes is None else array.transpose(np.argsort(axes))
 
 
 def _param_items(model: nnx.Module) -> list[tuple[tuple, nnx.Variable]]:
@@ -98,6 +100,15 @@ def export_state(model: nnx.Module, *, renames: Rename = ()) -> Iterator[tuple[s
     for path, var in _param_items(model):
         array = np.asarray(jax.device_get(var.get_value()), dtype=np.float32)
         yield torch_key(path, renames), to_torch_layout(str(path[-1]), array)
+
+
+def parsed_config(parse: Callable[[], T], source: str | os.PathLike) -> T:
+    """``parse()`` (a model config from a config.json), its :class:`UnsupportedConfigError` turned into a
+    one-line :class:`ConversionError` naming ``source``."""
+    try:
+        return parse()
+    except UnsupportedConfigError as e:
+        raise ConversionError(f"{source}: {e}") from None
 
 
 def finish_loaded(model: nnx.Module, param_dtype=None) -> nnx.Module:

@@ -31,6 +31,17 @@ def is_model_dir(path: str | os.PathLike) -> bool:
     return (io.to_path(path) / MODEL_FILE).is_file()
 
 
+def folder_manifest(path: str | os.PathLike) -> dict | None:
+    """The manifest of the model folder ``path`` if it is a Flax model directory, else None (a diffusers
+    folder); a one-line :class:`ConversionError` when ``path`` is no folder."""
+    folder = io.to_path(path)
+    if not folder.exists():
+        raise ConversionError(f"{folder}: no such model folder")
+    if not folder.is_dir():
+        raise ConversionError(f"{folder}: not a folder")
+    return read_manifest(folder) if is_model_dir(folder) else None
+
+
 def read_manifest(path: str | os.PathLike) -> dict:
     manifest_path = io.to_path(path) / MODEL_FILE
     manifest = read_json(manifest_path)

@@ -92,12 +92,8 @@ def layout_of(src: str | os.PathLike) -> tuple[list[str], str]:
     src = to_path(src)
     if training_source(src):
         return layout_of(files_root(src))
-    if not src.exists():
-        raise ConversionError(f"{src}: no such model folder")
-    if not src.is_dir():
-        raise ConversionError(f"{src}: not a folder")
-    if model_dir.is_model_dir(src):
-        manifest = model_dir.read_manifest(src)
+    manifest = model_dir.folder_manifest(src)
+    if manifest is not None:
         return list(manifest["components"]), manifest.get("layout", "pipeline")
     index = src / "model_index.json"
     if index.is_file():

@@ -16,18 +16,22 @@ import numpy as np
 from flax import nnx
 
 from rewardedit_jax.convert import model_dir
-from rewardedit_jax.convert.mapping import export_state, finish_loaded, load_into
+from rewardedit_jax.convert.mapping import (
+    export_state,
+    finish_loaded,
+    load_into,
+    parsed_config,
+)
 from rewardedit_jax.convert.weights import (
     DIFFUSERS_STEM,
     ConversionError,
     WeightReader,
     open_weights,
     read_json,
-    save_safetensors,
-    write_json,
+    save_weights_folder,
 )
 from rewardedit_jax.io import to_path
-from rewardedit_jax.models.layers import UnsupportedConfigError, abstract_module
+from rewardedit_jax.models.layers import build_model
 from rewardedit_jax.models.reward import RewardConfig
 from rewardedit_jax.models.unet import UNet2DConditionModel, UNetConfig
 
@@ -64,14 +68,11 @@ def reward_config_from_weights(reader: WeightReader, config: Mapping[str, Any]) 
 
 
 def unet_config(config: Mapping[str, Any], source: Path, reward: RewardConfig | None) -> UNetConfig:
-    try:
-        return UNetConfig.from_diffusers(config, reward=reward)
-    except UnsupportedConfigError as e:
-        raise ConversionError(f"{source}: {e}") from None
+    return parsed_config(lambda: UNetConfig.from_diffusers(config, reward=reward), source)
 
 
 def build_abstract(cfg: UNetConfig, compute_dtype=None) -> UNet2DConditionModel:
-    return abstract_module(lambda: UNet2DConditionModel(cfg, rngs=nnx.Rngs(0), dtype=compute_dtype))
+    return build_model(UNet2DConditionModel, cfg, dtype=compute_dtype, abstract=True)
 
 
 def load_diffusers_unet(
@@ -179,10 +180,8 @@ def diffusers_config_for(model: UNet2DConditionModel, base: Mapping[str, Any] | 
 
 def save_diffusers_unet(model: UNet2DConditionModel, dst: Path, config: Mapping[str, Any] | None) -> None:
     """Write ``dst/config.json`` and ``dst/diffusion_pytorch_model.safetensors``."""
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    save_safetensors(dst / f"{DIFFUSERS_STEM}.safetensors", dict(export_state(model, renames=RENAMES)))
-    write_json(dst / "config.json", diffusers_config_for(model, config))
+    tensors = dict(export_state(model, renames=RENAMES))
+    save_weights_folder(dst, f"{DIFFUSERS_STEM}.safetensors", tensors, diffusers_config_for(model, config))
 
 
 def reward_extra(model: UNet2DConditionModel) -> dict:

@@ -11,21 +11,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flax import nnx
-
 from rewardedit_jax.convert import model_dir
-from rewardedit_jax.convert.mapping import export_state, finish_loaded, load_into
+from rewardedit_jax.convert.mapping import (
+    export_state,
+    finish_loaded,
+    load_into,
+    parsed_config,
+)
 from rewardedit_jax.convert.weights import (
     DIFFUSERS_STEM,
-    ConversionError,
     WeightReader,
     open_weights,
     read_json,
-    save_safetensors,
-    write_json,
+    save_weights_folder,
 )
 from rewardedit_jax.io import to_path
-from rewardedit_jax.models.layers import UnsupportedConfigError, abstract_module
+from rewardedit_jax.models.layers import build_model
 from rewardedit_jax.models.vae import (
     IDENTITY_CLASS,
     AutoencoderKL,
@@ -46,14 +47,11 @@ LEGACY_ATTENTION_RENAMES = (
 
 
 def vae_config(config: Mapping[str, Any], source: Path) -> VAEConfig:
-    try:
-        return VAEConfig.from_diffusers(config)
-    except UnsupportedConfigError as e:
-        raise ConversionError(f"{source}: {e}") from None
+    return parsed_config(lambda: VAEConfig.from_diffusers(config), source)
 
 
 def build_abstract(cfg: VAEConfig, compute_dtype=None) -> AutoencoderKL:
-    return abstract_module(lambda: AutoencoderKL(cfg, rngs=nnx.Rngs(0), dtype=compute_dtype))
+    return build_model(AutoencoderKL, cfg, dtype=compute_dtype, abstract=True)
 
 
 def _renames_for(reader: WeightReader):
@@ -115,11 +113,9 @@ def diffusers_config_for(model: AutoencoderKL, base: Mapping[str, Any] | None) -
 
 def save_diffusers_vae(model: AutoencoderKL, dst: Path, config: Mapping[str, Any] | None) -> None:
     """Write ``dst/config.json`` and ``dst/diffusion_pytorch_model.safetensors`` (float32)."""
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
     tensors = {} if isinstance(model, IdentityAutoencoder) else dict(export_state(model, renames=RENAMES))
-    save_safetensors(dst / f"{DIFFUSERS_STEM}.safetensors", tensors, metadata={"format": "pt"})
-    write_json(dst / "config.json", diffusers_config_for(model, config))
+    config = diffusers_config_for(model, config)
+    save_weights_folder(dst, f"{DIFFUSERS_STEM}.safetensors", tensors, config, {"format": "pt"})
 
 
 def save_flax_vae(model: AutoencoderKL, component_dir: Path, config: Mapping[str, Any] | None) -> None:

@@ -173,6 +173,21 @@ def save_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: di
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
+def save_weights_folder(
+    dst: str | os.PathLike,
+    weights_file: str,
+    tensors: Mapping[str, np.ndarray],
+    config: Mapping,
+    metadata: dict | None = None,
+) -> None:
+    """Write a diffusers/transformers component folder: ``dst/weights_file`` (safetensors) and
+    ``dst/config.json``."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    save_safetensors(dst / weights_file, tensors, metadata=metadata)
+    write_json(dst / "config.json", config)
+
+
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text if len(text) < 300 else text[:297] + "..."

@@ -3,8 +3,9 @@
 - `synthetic`: the procedural `synthetic_edit` data with ground-truth rewards.
 - `sources`, `manual`, `validation`, `images`: reading and validating the manually downloaded datasets for
   the TFDS builders in `rewardedit_jax.tfds_builders` (RewardEdit20K, InstructPix2Pix, Real-Edit).
-- `pipeline`: the grain input pipeline (`make_dataset`, `make_global_batch`); `tokenize`: tokenizers;
-  `vocabulary`: the word tokenizer of a dataset (random-init runs with `model.tokenizer=''`).
+- `pipeline`: the grain input pipeline (`make_dataset` with its `DataOptions`, `make_global_batch`);
+  `tokenize`: tokenizers; `vocabulary`: the word tokenizer of a dataset (random-init runs with
+  `model.tokenizer=''`).
 - `latent_cache`: a dataset encoded once by the frozen VAE and text encoder (`precompute`, command
   `python -m rewardedit_jax.data.precompute`) and its reader `make_latent_dataset`.
 
@@ -15,6 +16,7 @@ grain or JAX.
 import importlib
 
 _LAZY = {
+    "DataOptions": "pipeline",
     "make_dataset": "pipeline",
     "make_grain_dataset": "pipeline",
     "make_global_batch": "pipeline",

@@ -301,45 +301,23 @@ class LatentExampleTransform:
 
 def make_latent_dataset(
     cache_dir: str | os.PathLike,
+    options: pipeline.DataOptions | None = None,
     *,
-    global_batch_size: int,
-    seed: int = 0,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-    drop_remainder: bool = True,
-    shard_index: int | None = None,
-    shard_count: int | None = None,
-    read_threads: int = 8,
-    prefetch_batches: int | None = None,
-    worker_count: int = 0,
     flip: bool = True,
+    **keywords: Any,
 ) -> grain.DatasetIterator:
     """An iterator of this process's numpy batches of a latent cache (see the module docstring).
 
-    Arguments mean what they mean in `pipeline.make_dataset`; `shard_index` / `shard_count` default to
-    `jax.process_index()` / `jax.process_count()`. `flip` needs a cache built with flips.
+    `options` and `keywords` mean what they mean in `pipeline.make_dataset`. `flip` needs a cache built
+    with flips.
     """
+    options = pipeline.DataOptions.merged(options, keywords)
     records, info = load_latent_source(cache_dir)
     if flip and not info["flips"]:
         raise LatentCacheError(
             f"{cache_dir}: the cache was built without flips (--no-flips); pass flip=False"
         )
-    shard_index, shard_count = pipeline._process_defaults(shard_index, shard_count)
-    ds = pipeline.make_grain_dataset(
-        records,
-        global_batch_size=global_batch_size,
-        transform=LatentExampleTransform(flip),
-        seed=seed,
-        shuffle=shuffle,
-        num_epochs=num_epochs,
-        drop_remainder=drop_remainder,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        read_threads=read_threads,
-        prefetch_batches=prefetch_batches,
-        worker_count=worker_count,
-    )
-    return iter(ds)
+    return iter(pipeline.make_grain_dataset(records, options, transform=LatentExampleTransform(flip)))
 
 
 # --- Precompute -----------------------------------------------------------------------------------------
@@ -514,12 +492,16 @@ def precompute(
     )
     batches = pipeline.make_grain_dataset(
         _Head(source, count),
-        global_batch_size=batch_size,
+        pipeline.DataOptions(
+            global_batch_size=batch_size,
+            shuffle=False,
+            num_epochs=1,
+            drop_remainder=False,
+            shard_index=0,
+            shard_count=1,
+            read_threads=read_threads,
+        ),
         transform=transform,
-        shuffle=False,
-        num_epochs=1,
-        drop_remainder=False,
-        read_threads=read_threads,
     )
     from flax import nnx
 

@@ -146,21 +146,21 @@ def reward_edit_examples(
 
     policy = options.multi_pair_policy
     if isinstance(source, sources.FolderSource):
+
+        def located_example(key: str, location) -> Example:
+            if plan.strategy == sources.JOIN_FOLDER:
+                folder, pair = key, _pick(source.pairs(key), policy, f"folder {key!r}")
+            else:  # seed: [(folder, seed), ...]
+                folder, seed = _pick(sorted(location), policy, f"seed {key!r}")
+                pair = next((p for p in source.pairs(folder) if p.seed == seed), None)
+                if pair is None:
+                    raise Skip(validation.MISSING_IMAGE, f"no files for seed {seed} in {folder}")
+            return _folder_pair_example(source, folder, pair)
+
         for key, location in plan.locations.items():
-            try:
-                if plan.strategy == sources.JOIN_FOLDER:
-                    folder, pair = key, _pick(source.pairs(key), policy, f"folder {key!r}")
-                else:  # seed: [(folder, seed), ...]
-                    folder, seed = _pick(sorted(location), policy, f"seed {key!r}")
-                    pair = next((p for p in source.pairs(folder) if p.seed == seed), None)
-                    if pair is None:
-                        raise Skip(validation.MISSING_IMAGE, f"no files for seed {seed} in {folder}")
-                example = _folder_pair_example(source, folder, pair)
-            except Skip as e:
-                summary.skip(key, e)
-                continue
-            summary.keep()
-            yield with_rewards(key, example)
+            example = summary.attempt(key, located_example, key, location)
+            if example is not None:
+                yield with_rewards(key, example)
     else:
         keys_of_row: dict[int, list[str]] = {}
         for key, rows in plan.locations.items():
@@ -172,13 +172,9 @@ def reward_edit_examples(
             keys_of_row.setdefault(row, []).append(key)
         for row in source.rows(keys_of_row):
             for key in keys_of_row[row.row_index]:
-                try:
-                    example = _row_example(row)
-                except Skip as e:
-                    summary.skip(key, e)
-                    continue
-                summary.keep()
-                yield with_rewards(key, example)
+                example = summary.attempt(key, _row_example, row)
+                if example is not None:
+                    yield with_rewards(key, example)
 
 
 def instruct_pix2pix_examples(
@@ -196,23 +192,15 @@ def instruct_pix2pix_examples(
                 continue
             for pair in pairs:
                 key = f"{folder}/{pair.seed}"
-                try:
-                    example = _folder_pair_example(source, folder, pair)
-                except Skip as e:
-                    summary.skip(key, e)
-                    continue
-                summary.keep()
-                yield key, {"key": key, **example}
+                example = summary.attempt(key, _folder_pair_example, source, folder, pair)
+                if example is not None:
+                    yield key, {"key": key, **example}
     else:
         for row in source.rows():
             key = str(row.row_index)
-            try:
-                example = _row_example(row)
-            except Skip as e:
-                summary.skip(key, e)
-                continue
-            summary.keep()
-            yield key, {"key": key, **example}
+            example = summary.attempt(key, _row_example, row)
+            if example is not None:
+                yield key, {"key": key, **example}
 
 
 _TYPE_PREFIX = re.compile(r"^\s*(?:\d+\s*[.)]\s*)?(?P<head>[A-Za-z][A-Za-z ]*?)\s*[.:]")

@@ -125,15 +125,54 @@ def load_data_source(dataset: str | os.PathLike, split: str, data_dir: str | os.
     return builder.as_data_source(split=split, decoders=skip), builder.info
 
 
-def _process_defaults(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
-    if shard_index is None or shard_count is None:
-        import jax
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """How a process reads its batches of a data source: order, epochs, sharding and read parallelism.
 
-        shard_index = jax.process_index() if shard_index is None else shard_index
-        shard_count = jax.process_count() if shard_count is None else shard_count
-    if not 0 <= shard_index < shard_count:
-        raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
-    return shard_index, shard_count
+    One value serves `make_grain_dataset`, `make_dataset` and `latent_cache.make_latent_dataset`; the
+    trainer builds it once from its config (`from_config`). `shard_index` / `shard_count` default to
+    `jax.process_index()` / `jax.process_count()`. `read_threads` threads prefetch `prefetch_batches`
+    batches (default twice the threads; 0 threads: read in the calling thread); `worker_count` > 0 adds
+    grain worker processes.
+    """
+
+    global_batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+    num_epochs: int | None = None
+    drop_remainder: bool = True
+    shard_index: int | None = None
+    shard_count: int | None = None
+    read_threads: int = 8
+    prefetch_batches: int | None = None
+    worker_count: int = 0
+
+    @classmethod
+    def from_config(cls, config, seed: int) -> DataOptions:
+        """The training stream of a run's config (`config.batch_size`, `config.data`), shuffled by `seed`."""
+        return cls(
+            global_batch_size=config.batch_size,
+            seed=seed,
+            read_threads=config.data.read_threads,
+            worker_count=config.data.worker_count,
+        )
+
+    @classmethod
+    def merged(cls, options: DataOptions | None, keywords: Mapping[str, Any]) -> DataOptions:
+        """`options` with `keywords` (field names) replacing its fields, or the options of `keywords`."""
+        return dataclasses.replace(options, **keywords) if options is not None else cls(**keywords)
+
+    def process_shard(self) -> tuple[int, int]:
+        """(shard_index, shard_count) of this process, checked."""
+        shard_index, shard_count = self.shard_index, self.shard_count
+        if shard_index is None or shard_count is None:
+            import jax
+
+            shard_index = jax.process_index() if shard_index is None else shard_index
+            shard_count = jax.process_count() if shard_count is None else shard_count
+        if not 0 <= shard_index < shard_count:
+            raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+        return shard_index, shard_count
 
 
 def _seeds(seed: int) -> tuple[int, int]:
@@ -143,93 +182,83 @@ def _seeds(seed: int) -> tuple[int, int]:
 
 def make_grain_dataset(
     source: Sequence[dict[str, Any]],
+    options: DataOptions | None = None,
     *,
-    global_batch_size: int,
     transform: ExampleTransform,
-    seed: int = 0,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-    drop_remainder: bool = True,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    read_threads: int = 8,
-    prefetch_batches: int | None = None,
-    worker_count: int = 0,
+    **keywords: Any,
 ) -> grain.IterDataset:
     """The per-process batch stream over a random-access source (see the module docstring for the order).
 
-    `transform(example, rng)` maps one raw example (with `_record_index`) to a dict of arrays; `rng` is a
-    numpy Generator seeded from (seed, position in the stream). `read_threads` threads prefetch batches
-    (0: read in the calling thread); `worker_count` > 0 adds grain worker processes.
+    `options` (or its fields as keywords, which replace those of `options`) say how to read: see
+    `DataOptions`. `transform(example, rng)` maps one raw example (with `_record_index`) to a dict of
+    arrays; `rng` is a numpy Generator seeded from (seed, position in the stream).
     """
+    options = DataOptions.merged(options, keywords)
+    global_batch_size, num_epochs = options.global_batch_size, options.num_epochs
+    shard_index, shard_count = options.process_shard()
     if global_batch_size % shard_count:
         raise ValueError(f"global_batch_size {global_batch_size} is not divisible by {shard_count} processes")
     local_batch_size = global_batch_size // shard_count
     if len(source) == 0:
         raise ValueError("the data source is empty")
-    shuffle_seed, transform_seed = _seeds(seed)
+    shuffle_seed, transform_seed = _seeds(options.seed)
 
     ds = grain.MapDataset.source(source).map_with_index(_WithRecordIndex(len(source)))
-    if shuffle:
+    if options.shuffle:
         ds = ds.shuffle(seed=shuffle_seed)
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
-    if drop_remainder and num_epochs is not None:
+    if options.drop_remainder and num_epochs is not None:
         ds = ds[: len(ds) // global_batch_size * global_batch_size]
         if len(ds) == 0:
             raise ValueError(
                 f"{len(source)} examples x {num_epochs} epochs < global batch {global_batch_size}"
             )
     ds = ds.random_map(transform, seed=transform_seed)
-    ds = ds.batch(local_batch_size, drop_remainder=drop_remainder)
+    ds = ds.batch(local_batch_size, drop_remainder=options.drop_remainder)
     if shard_count > 1:
         ds = ds[shard_index::shard_count]
+    read_threads, prefetch_batches = options.read_threads, options.prefetch_batches
     read_options = grain.ReadOptions(
         num_threads=read_threads,
         prefetch_buffer_size=prefetch_batches if prefetch_batches is not None else max(1, 2 * read_threads),
     )
     iter_ds = ds.to_iter_dataset(read_options)
-    if worker_count > 0:
+    if options.worker_count > 0:
         from absl import flags
 
         if not flags.FLAGS.is_parsed():  # Outside an absl app grain's workers would fail reading their flags.
             flags.FLAGS.mark_as_parsed()
-        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=options.worker_count))
     return iter_ds
 
 
 def make_dataset(
     dataset: str | os.PathLike,
     split: str = "train",
+    options: DataOptions | None = None,
     *,
-    global_batch_size: int,
     data_dir: str | os.PathLike | None = None,
     resolution: int = 256,
     tokenizer: Tokenizer | None = None,
-    seed: int = 0,
-    shuffle: bool = True,
     flip: bool = True,
-    num_epochs: int | None = None,
-    drop_remainder: bool = True,
-    shard_index: int | None = None,
-    shard_count: int | None = None,
-    read_threads: int = 8,
-    prefetch_batches: int | None = None,
-    worker_count: int = 0,
     image_keys: Sequence[str] = ("source_image", "edited_image"),
     fast_jpeg: bool = True,
     transform: ExampleTransform | None = None,
+    **keywords: Any,
 ) -> grain.DatasetIterator:
     """An iterator of this process's numpy batches of a built dataset (`reward_edit`, `synthetic_edit`, ...).
 
-    `dataset` is `name[/config]` (with `data_dir`) or a prepared dataset directory. `shard_index` /
-    `shard_count` default to `jax.process_index()` / `jax.process_count()`. `transform` replaces the default
+    `dataset` is `name[/config]` (with `data_dir`) or a prepared dataset directory. `options` (or its
+    fields as keywords, e.g. `global_batch_size=8, seed=3`, which replace those of `options`) say how to
+    read: see `DataOptions`. `transform` replaces the default
     `EditExampleTransform(resolution, tokenizer, flip, image_keys, fast_jpeg)`; `fast_jpeg=False` decodes
     JPEGs at full size before the bicubic resize, exactly like the official code (about 2.8x slower at
     512 -> 256; the reduced-scale decode differs by about 1% mean absolute pixel value). Turn the batches
     into global arrays with `make_global_batch`; checkpoint the iterator with
     `grain.checkpoint.CheckpointSave(iterator)`.
     """
+    options = DataOptions.merged(options, keywords)
     source, info = load_data_source(dataset, split, data_dir)
     if transform is None:
         missing = [k for k in image_keys if k not in info.features]
@@ -238,22 +267,7 @@ def make_dataset(
                 f"{info.full_name} has no image features {missing}; it has {list(info.features)}"
             )
         transform = EditExampleTransform(resolution, tokenizer, flip, tuple(image_keys), fast_jpeg)
-    shard_index, shard_count = _process_defaults(shard_index, shard_count)
-    ds = make_grain_dataset(
-        source,
-        global_batch_size=global_batch_size,
-        transform=transform,
-        seed=seed,
-        shuffle=shuffle,
-        num_epochs=num_epochs,
-        drop_remainder=drop_remainder,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        read_threads=read_threads,
-        prefetch_batches=prefetch_batches,
-        worker_count=worker_count,
-    )
-    return iter(ds)
+    return iter(make_grain_dataset(source, options, transform=transform))
 
 
 def make_global_batch(batch: Mapping[str, Any], mesh, batch_axes: str | Sequence[str] | None = None) -> dict:

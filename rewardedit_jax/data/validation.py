@@ -32,11 +32,13 @@ import collections
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 NUM_PERSPECTIVES = 3
 PERSPECTIVES = ("following", "preserving", "quality")
@@ -92,6 +94,17 @@ class BuildSummary:
         examples = self.skipped_examples[error.reason]
         if len(examples) < self.MAX_EXAMPLES_PER_REASON:
             examples.append(f"{key}: {error.detail}" if error.detail else str(key))
+
+    def attempt(self, key: str, make: Callable[..., T], *args: Any) -> T | None:
+        """``make(*args)``, counted as kept; None, counted as a skip of ``key``, when it raises
+        :class:`Skip`."""
+        try:
+            made = make(*args)
+        except Skip as e:
+            self.skip(key, e)
+            return None
+        self.keep()
+        return made
 
     @property
     def total_skipped(self) -> int:

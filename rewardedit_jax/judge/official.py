@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -358,26 +359,16 @@ class _FileReader:
     def _encoded_images(self, function: ast.FunctionDef, image_param: str) -> dict[str, tuple[str, str]]:
         """Variable -> (role, helper) for each `var = helper(image)` of the function's image argument."""
         unpacked: dict[str, int] = {}
-        for node in ast.walk(function):
-            if (
-                isinstance(node, ast.Assign)
-                and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Tuple)
-                and isinstance(node.value, ast.Name)
-                and node.value.id == image_param
-            ):
+        for node in _assignments(function, ast.Tuple, ast.Name):
+            if node.value.id == image_param:
                 names = node.targets[0].elts
                 if len(names) != 2 or not all(isinstance(n, ast.Name) for n in names):
                     raise self.fail(f"{image_param} is not unpacked into two names", node)
                 unpacked.update({n.id: i for i, n in enumerate(names)})
         encoded = {}
-        for node in ast.walk(function):
+        for node in _assignments(function, ast.Name, ast.Call):
             if (
-                isinstance(node, ast.Assign)
-                and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)
-                and isinstance(node.value, ast.Call)
-                and isinstance(node.value.func, ast.Name)
+                isinstance(node.value.func, ast.Name)
                 and len(node.value.args) == 1
                 and isinstance(node.value.args[0], ast.Name)
             ):
@@ -529,6 +520,19 @@ def _all_texts(messages: tuple[Message, ...]):
     for message in messages:
         parts = (message.content,) if isinstance(message.content, Text) else message.content
         yield from (part for part in parts if isinstance(part, Text))
+
+
+def _assignments(function: ast.AST, target_type: type, value_type: type) -> Iterator[ast.Assign]:
+    """The ``target = value`` statements in ``function`` with one target of ``target_type`` and a value of
+    ``value_type``."""
+    for node in ast.walk(function):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], target_type)
+            and isinstance(node.value, value_type)
+        ):
+            yield node
 
 
 def _dotted(node: ast.AST) -> str:

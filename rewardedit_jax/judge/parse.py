@@ -26,6 +26,7 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Callable
 
 MAX_ANSWER_CHARS = 20_000
 
@@ -272,32 +273,31 @@ class _DictLiteralParser:
             return self._string()
         return self._bare(stop=",}]")
 
-    def _dict(self, depth: int) -> dict:
-        self._expect("{")
-        out = {}
-        while self._peek() != "}":
-            key = self._string() if self._peek() in "\"'" else self._bare(stop=":,}")
-            if not isinstance(key, str):
-                key = str(key)
-            self._expect(":")
-            out[key] = self._value(depth + 1)
+    def _items(self, opening: str, closing: str, read_item: Callable[[], None]) -> None:
+        """``opening item, item, ... closing`` (a trailing comma allowed), ``read_item()`` reading each."""
+        self._expect(opening)
+        while self._peek() != closing:
+            read_item()
             if self._peek() == ",":
                 self.pos += 1
-            elif self._peek() != "}":
-                raise ParseError("expected ',' or '}'")
+            elif self._peek() != closing:
+                raise ParseError(f"expected ',' or '{closing}'")
         self.pos += 1
+
+    def _dict(self, depth: int) -> dict:
+        out = {}
+
+        def read_item() -> None:
+            key = self._string() if self._peek() in "\"'" else self._bare(stop=":,}")
+            self._expect(":")
+            out[key if isinstance(key, str) else str(key)] = self._value(depth + 1)
+
+        self._items("{", "}", read_item)
         return out
 
     def _list(self, depth: int) -> list:
-        self._expect("[")
         out = []
-        while self._peek() != "]":
-            out.append(self._value(depth + 1))
-            if self._peek() == ",":
-                self.pos += 1
-            elif self._peek() != "]":
-                raise ParseError("expected ',' or ']'")
-        self.pos += 1
+        self._items("[", "]", lambda: out.append(self._value(depth + 1)))
         return out
 
     def _string(self) -> str:

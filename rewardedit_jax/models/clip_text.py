@@ -25,7 +25,7 @@ from rewardedit_jax.models.layers import (
     ACTIVATIONS,
     Dtype,
     UnsupportedConfigError,
-    abstract_module,
+    build_model,
     check_config_keys,
     get_activation,
     layer_norm,
@@ -163,23 +163,18 @@ _KNOWN_KEYS = {f.name for f in dataclasses.fields(TextEncoderConfig)}
 
 class CLIPTextEmbeddings(nnx.Module):
     def __init__(self, cfg: TextEncoderConfig, *, rngs: nnx.Rngs, dtype: Dtype = None):
-        init = nnx.initializers.normal(0.02)
-        self.token_embedding = nnx.Embed(
-            cfg.vocab_size,
-            cfg.hidden_size,
-            dtype=dtype,
-            embedding_init=init,
-            embedding_metadata=logical("vocab", "embed"),
-            rngs=rngs,
-        )
-        self.position_embedding = nnx.Embed(
-            cfg.max_position_embeddings,
-            cfg.hidden_size,
-            dtype=dtype,
-            embedding_init=init,
-            embedding_metadata=logical("positions", "embed"),
-            rngs=rngs,
-        )
+        def embed(rows: int, axis: str) -> nnx.Embed:
+            return nnx.Embed(
+                rows,
+                cfg.hidden_size,
+                dtype=dtype,
+                embedding_init=nnx.initializers.normal(0.02),
+                embedding_metadata=logical(axis, "embed"),
+                rngs=rngs,
+            )
+
+        self.token_embedding = embed(cfg.vocab_size, "vocab")
+        self.position_embedding = embed(cfg.max_position_embeddings, "positions")
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
         positions = jnp.arange(input_ids.shape[-1])
@@ -289,6 +284,4 @@ def build_text_encoder(
 ) -> CLIPTextModel:
     """Build a randomly initialised text encoder (or, with ``abstract``, one holding only shapes)."""
     cfg = config if isinstance(config, TextEncoderConfig) else TextEncoderConfig.from_transformers(config)
-    if abstract:
-        return abstract_module(lambda: CLIPTextModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype))
-    return CLIPTextModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype)
+    return build_model(CLIPTextModel, cfg, seed=seed, dtype=dtype, abstract=abstract)

@@ -90,6 +90,16 @@ def abstract_module(build):
         return nnx.eval_shape(build)
 
 
+def build_model(model_class, cfg, *, seed: int = 0, dtype: Dtype = None, abstract: bool = False):
+    """``model_class(cfg, rngs=, dtype=)`` randomly initialised from ``seed`` (or, with ``abstract``,
+    holding only shapes)."""
+
+    def build():
+        return model_class(cfg, rngs=nnx.Rngs(seed), dtype=dtype)
+
+    return abstract_module(build) if abstract else build()
+
+
 def linear(
     in_features: int,
     out_features: int,
@@ -221,25 +231,9 @@ class GroupNorm(nnx.GroupNorm):
         return group_norm_channel_sums(x, scale, bias, self.num_groups, self.epsilon, self.dtype)
 
 
-def group_norm(num_channels: int, num_groups: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = None):
-    """GroupNorm over the channel axis of NHWC input (statistics in float32, two-pass variance)."""
-    if num_channels % num_groups:
-        raise ValueError(f"GroupNorm: {num_channels} channels are not divisible into {num_groups} groups")
-    return GroupNorm(
-        num_channels,
-        num_groups=num_groups,
-        epsilon=eps,
-        dtype=dtype,
-        use_fast_variance=False,
-        rngs=rngs,
-        scale_metadata=logical("norm"),
-        bias_metadata=logical("norm"),
-    )
-
-
-def layer_norm(num_features: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = None) -> nnx.LayerNorm:
-    """LayerNorm over the last axis (two-pass variance, like PyTorch)."""
-    return nnx.LayerNorm(
+def _norm(norm_class, num_features: int, eps: float, rngs: nnx.Rngs, dtype: Dtype, **kwargs):
+    # Two-pass variance like PyTorch: the one-pass E[x^2] - E[x]^2 cancels badly when the mean is large.
+    return norm_class(
         num_features,
         epsilon=eps,
         dtype=dtype,
@@ -247,7 +241,20 @@ def layer_norm(num_features: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = 
         rngs=rngs,
         scale_metadata=logical("norm"),
         bias_metadata=logical("norm"),
+        **kwargs,
     )
+
+
+def group_norm(num_channels: int, num_groups: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = None):
+    """GroupNorm over the channel axis of NHWC input (statistics in float32, two-pass variance)."""
+    if num_channels % num_groups:
+        raise ValueError(f"GroupNorm: {num_channels} channels are not divisible into {num_groups} groups")
+    return _norm(GroupNorm, num_channels, eps, rngs, dtype, num_groups=num_groups)
+
+
+def layer_norm(num_features: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = None) -> nnx.LayerNorm:
+    """LayerNorm over the last axis (two-pass variance, like PyTorch)."""
+    return _norm(nnx.LayerNorm, num_features, eps, rngs, dtype)
 
 
 def dropout(rate: float, *, rngs: nnx.Rngs) -> nnx.Dropout:

@@ -22,7 +22,7 @@ from rewardedit_jax.models.layers import (
     Dtype,
     TimestepEmbedding,
     UnsupportedConfigError,
-    abstract_module,
+    build_model,
     check_config_keys,
     conv2d,
     dropout,
@@ -355,26 +355,31 @@ class Upsample2D(nnx.Module):
         return self.conv(upsample_nearest(x, size))
 
 
+def _resnet(cfg: UNetConfig, in_channels: int, out_channels: int, rngs, dtype, scale=None) -> ResnetBlock2D:
+    """A U-Net resnet block: the config's time embedding, norm and dropout; `scale` (default: the config's
+    ``resnet_out_scale_factor``) divides its output."""
+    return ResnetBlock2D(
+        in_channels,
+        out_channels,
+        cfg.time_embed_dim,
+        groups=cfg.norm_num_groups,
+        eps=cfg.norm_eps,
+        dropout_rate=cfg.dropout,
+        output_scale_factor=cfg.resnet_out_scale_factor if scale is None else scale,
+        rngs=rngs,
+        dtype=dtype,
+    )
+
+
 class DownBlock(nnx.Module):
     """``CrossAttnDownBlock2D`` (with ``attentions``) or ``DownBlock2D`` (``attentions`` None)."""
 
     def __init__(self, cfg: UNetConfig, index: int, in_channels: int, *, rngs: nnx.Rngs, dtype: Dtype):
         out_channels = cfg.block_out_channels[index]
         cross = cfg.down_block_types[index] == "CrossAttnDownBlock2D"
-        temb = cfg.time_embed_dim
         self.resnets = nnx.List(
             [
-                ResnetBlock2D(
-                    in_channels if i == 0 else out_channels,
-                    out_channels,
-                    temb,
-                    groups=cfg.norm_num_groups,
-                    eps=cfg.norm_eps,
-                    dropout_rate=cfg.dropout,
-                    output_scale_factor=cfg.resnet_out_scale_factor,
-                    rngs=rngs,
-                    dtype=dtype,
-                )
+                _resnet(cfg, in_channels if i == 0 else out_channels, out_channels, rngs, dtype)
                 for i in range(cfg.layers_per_block[index])
             ]
         )
@@ -431,24 +436,11 @@ class UpBlock(nnx.Module):
         rev = n - 1 - index  # the matching down-block index
         cross = cfg.up_block_types[index] == "CrossAttnUpBlock2D"
         num_layers = cfg.layers_per_block[rev] + 1
-        temb = cfg.time_embed_dim
         resnets = []
         for i in range(num_layers):
             skip = in_channels if i == num_layers - 1 else out_channels
             resnet_in = prev_channels if i == 0 else out_channels
-            resnets.append(
-                ResnetBlock2D(
-                    resnet_in + skip,
-                    out_channels,
-                    temb,
-                    groups=cfg.norm_num_groups,
-                    eps=cfg.norm_eps,
-                    dropout_rate=cfg.dropout,
-                    output_scale_factor=cfg.resnet_out_scale_factor,
-                    rngs=rngs,
-                    dtype=dtype,
-                )
-            )
+            resnets.append(_resnet(cfg, resnet_in + skip, out_channels, rngs, dtype))
         self.resnets = nnx.List(resnets)
         self.attentions = _transformers(cfg, rev, out_channels, num_layers, rngs, dtype) if cross else None
         self.upsamplers = (
@@ -470,21 +462,9 @@ class MidBlock(nnx.Module):
 
     def __init__(self, cfg: UNetConfig, *, rngs: nnx.Rngs, dtype: Dtype):
         c = cfg.block_out_channels[-1]
-
-        def resnet():
-            return ResnetBlock2D(
-                c,
-                c,
-                cfg.time_embed_dim,
-                groups=cfg.norm_num_groups,
-                eps=cfg.norm_eps,
-                dropout_rate=cfg.dropout,
-                output_scale_factor=cfg.mid_block_scale_factor,
-                rngs=rngs,
-                dtype=dtype,
-            )
-
-        self.resnets = nnx.List([resnet(), resnet()])
+        self.resnets = nnx.List(
+            [_resnet(cfg, c, c, rngs, dtype, cfg.mid_block_scale_factor) for _ in range(2)]
+        )
         self.attentions = _transformers(cfg, -1, c, 1, rngs, dtype)
 
     def __call__(self, x, temb, context) -> jax.Array:
@@ -614,6 +594,4 @@ def build_unet(
 ) -> UNet2DConditionModel:
     """Build a randomly initialised U-Net (or, with ``abstract``, one holding only shapes)."""
     cfg = config if isinstance(config, UNetConfig) else UNetConfig.from_diffusers(config)
-    if abstract:
-        return abstract_module(lambda: UNet2DConditionModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype))
-    return UNet2DConditionModel(cfg, rngs=nnx.Rngs(seed), dtype=dtype)
+    return build_model(UNet2DConditionModel, cfg, seed=seed, dtype=dtype, abstract=abstract)

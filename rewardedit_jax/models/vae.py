@@ -27,7 +27,7 @@ from rewardedit_jax.models.attention import Attention
 from rewardedit_jax.models.layers import (
     Dtype,
     UnsupportedConfigError,
-    abstract_module,
+    build_model,
     check_config_keys,
     conv2d,
     group_norm,
@@ -179,7 +179,15 @@ def _resnet_stack(in_channels: int, out_channels: int, num_layers: int, groups: 
     )
 
 
-class DownEncoderBlock2D(nnx.Module):
+class _ResamplingBlock(nnx.Module):
+    """Resnets without a time embedding, then an optional resampler.
+
+    A subclass names the attribute holding the resampler (like diffusers, a one-element list) in
+    ``RESAMPLERS`` and builds it in its static ``resampler(channels, rngs=, dtype=)``.
+    """
+
+    RESAMPLERS: str
+
     def __init__(
         self,
         in_channels: int,
@@ -187,47 +195,54 @@ class DownEncoderBlock2D(nnx.Module):
         *,
         num_layers: int,
         groups: int,
-        add_downsample: bool,
+        resample: bool,
         rngs: nnx.Rngs,
         dtype: Dtype = None,
     ):
         self.resnets = _resnet_stack(in_channels, out_channels, num_layers, groups, rngs, dtype)
+        resamplers = nnx.List([self.resampler(out_channels, rngs=rngs, dtype=dtype)]) if resample else None
+        setattr(self, self.RESAMPLERS, resamplers)
+
+    @classmethod
+    def chain(cls, channels, num_layers: int, groups: int, rngs: nnx.Rngs, dtype: Dtype) -> nnx.List:
+        """One block per entry of ``channels`` (its output width), each but the last resampling."""
+        return nnx.List(
+            [
+                cls(
+                    channels[max(i - 1, 0)],
+                    channels[i],
+                    num_layers=num_layers,
+                    groups=groups,
+                    resample=i < len(channels) - 1,
+                    rngs=rngs,
+                    dtype=dtype,
+                )
+                for i in range(len(channels))
+            ]
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for resnet in self.resnets:
+            x = resnet(x)
+        resamplers = getattr(self, self.RESAMPLERS)
+        return x if resamplers is None else resamplers[0](x)
+
+
+class DownEncoderBlock2D(_ResamplingBlock):
+    RESAMPLERS = "downsamplers"
+
+    @staticmethod
+    def resampler(channels: int, *, rngs: nnx.Rngs, dtype: Dtype) -> nnx.Module:
         # The encoder downsamples with padding 0: an asymmetric (0, 1) pad, then a stride-2 3x3 conv.
-        self.downsamplers = (
-            nnx.List([Downsample2D(out_channels, 0, rngs=rngs, dtype=dtype)]) if add_downsample else None
-        )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for resnet in self.resnets:
-            x = resnet(x)
-        if self.downsamplers is not None:
-            x = self.downsamplers[0](x)
-        return x
+        return Downsample2D(channels, 0, rngs=rngs, dtype=dtype)
 
 
-class UpDecoderBlock2D(nnx.Module):
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        num_layers: int,
-        groups: int,
-        add_upsample: bool,
-        rngs: nnx.Rngs,
-        dtype: Dtype = None,
-    ):
-        self.resnets = _resnet_stack(in_channels, out_channels, num_layers, groups, rngs, dtype)
-        self.upsamplers = (
-            nnx.List([Upsample2D(out_channels, rngs=rngs, dtype=dtype)]) if add_upsample else None
-        )
+class UpDecoderBlock2D(_ResamplingBlock):
+    RESAMPLERS = "upsamplers"
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for resnet in self.resnets:
-            x = resnet(x)
-        if self.upsamplers is not None:
-            x = self.upsamplers[0](x)
-        return x
+    @staticmethod
+    def resampler(channels: int, *, rngs: nnx.Rngs, dtype: Dtype) -> nnx.Module:
+        return Upsample2D(channels, rngs=rngs, dtype=dtype)
 
 
 class Encoder(nnx.Module):
@@ -237,20 +252,7 @@ class Encoder(nnx.Module):
         channels = cfg.block_out_channels
         groups = cfg.norm_num_groups
         self.conv_in = conv2d(cfg.in_channels, channels[0], 3, rngs=rngs, dtype=dtype)
-        self.down_blocks = nnx.List(
-            [
-                DownEncoderBlock2D(
-                    channels[max(i - 1, 0)],
-                    channels[i],
-                    num_layers=cfg.layers_per_block,
-                    groups=groups,
-                    add_downsample=i < len(channels) - 1,
-                    rngs=rngs,
-                    dtype=dtype,
-                )
-                for i in range(len(channels))
-            ]
-        )
+        self.down_blocks = DownEncoderBlock2D.chain(channels, cfg.layers_per_block, groups, rngs, dtype)
         self.mid_block = UNetMidBlock2D(
             channels[-1], groups=groups, add_attention=cfg.mid_block_add_attention, rngs=rngs, dtype=dtype
         )
@@ -275,20 +277,7 @@ class Decoder(nnx.Module):
         self.mid_block = UNetMidBlock2D(
             rev[0], groups=groups, add_attention=cfg.mid_block_add_attention, rngs=rngs, dtype=dtype
         )
-        self.up_blocks = nnx.List(
-            [
-                UpDecoderBlock2D(
-                    rev[max(i - 1, 0)],
-                    rev[i],
-                    num_layers=cfg.layers_per_block + 1,
-                    groups=groups,
-                    add_upsample=i < len(rev) - 1,
-                    rngs=rngs,
-                    dtype=dtype,
-                )
-                for i in range(len(rev))
-            ]
-        )
+        self.up_blocks = UpDecoderBlock2D.chain(rev, cfg.layers_per_block + 1, groups, rngs, dtype)
         self.conv_norm_out = group_norm(rev[-1], groups, NORM_EPS, rngs=rngs, dtype=dtype)
         self.conv_out = conv2d(rev[-1], cfg.out_channels, 3, rngs=rngs, dtype=dtype)
 
@@ -415,6 +404,4 @@ def build_vae(
     if isinstance(config, Mapping) and is_identity_config(config):
         return IdentityAutoencoder(IdentityConfig(int(config.get("in_channels", 3))), dtype=dtype)
     cfg = config if isinstance(config, VAEConfig) else VAEConfig.from_diffusers(config)
-    if abstract:
-        return abstract_module(lambda: AutoencoderKL(cfg, rngs=nnx.Rngs(seed), dtype=dtype))
-    return AutoencoderKL(cfg, rngs=nnx.Rngs(seed), dtype=dtype)
+    return build_model(AutoencoderKL, cfg, seed=seed, dtype=dtype, abstract=abstract)

@@ -246,7 +246,7 @@ def _dataset_tokenizer(config):
             "config.model.tokenizer is empty (a word tokenizer made from the texts of config.data.name), but "
             "config.data.latent_cache holds texts already encoded: give the tokenizer they were encoded with"
         )
-    data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    data_dir = _data_dir(config)
     log.info("config.model.tokenizer is empty: making the word tokenizer of %s", config.data.name)
     return vocabulary.dataset_tokenizer(config.data.name, data_dir)
 
@@ -342,31 +342,26 @@ class _Preemption:
         return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
 
 
+def _data_dir(config) -> str | None:
+    """`config.data.data_dir`, else $TFDS_DATA_DIR, else None (TFDS's default)."""
+    return config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or None
+
+
 def _data_iterator(config, tokenizer, seed: int):
     from rewardedit_jax.data import pipeline as data_pipeline
 
-    data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    options = data_pipeline.DataOptions.from_config(config, seed)
     if config.data.latent_cache:
         from rewardedit_jax.data.latent_cache import make_latent_dataset
 
-        return make_latent_dataset(
-            config.data.latent_cache,
-            global_batch_size=config.batch_size,
-            seed=seed,
-            read_threads=config.data.read_threads,
-            worker_count=config.data.worker_count,
-            flip=config.data.flip,
-        )
+        return make_latent_dataset(config.data.latent_cache, options, flip=config.data.flip)
     return data_pipeline.make_dataset(
         config.data.name,
         config.data.split,
-        global_batch_size=config.batch_size,
-        data_dir=data_dir,
+        options,
+        data_dir=_data_dir(config),
         resolution=config.data.resolution,
         tokenizer=tokenizer,
-        seed=seed,
-        read_threads=config.data.read_threads,
-        worker_count=config.data.worker_count,
         fast_jpeg=config.data.fast_jpeg,
         flip=config.data.flip,
     )
@@ -387,7 +382,7 @@ def check_dataset(config) -> None:
         return
     from rewardedit_jax.data import pipeline as data_pipeline
 
-    data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    data_dir = _data_dir(config)
     try:
         data_pipeline.load_data_source(config.data.name, config.data.split, data_dir)
     except Exception as e:

@@ -14,7 +14,8 @@ import dataclasses
 
 import tensorflow_datasets as tfds
 
-from rewardedit_jax.data import manual, validation
+from rewardedit_jax.data import manual
+from rewardedit_jax.tfds_builders.manual_builder import ManualBuilder, edit_pair_features
 
 
 @dataclasses.dataclass
@@ -24,7 +25,7 @@ class InstructPix2PixConfig(tfds.core.BuilderConfig):
     image_dir: str | None = None
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(ManualBuilder):
     """InstructPix2Pix clip-filtered (instruction, source, edited) triplets, one example per image pair."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -36,25 +37,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     subfolder: the original folders (`<folder>/prompt.json`, `<seed>_0.jpg`, `<seed>_1.jpg`) or the HF
     parquet shards (`*.parquet`, also accepted under `data/`). See docs/data.md.
     """
+    HOMEPAGE = "https://www.timothybrooks.com/instruct-pix2pix"
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "key": tfds.features.Text(),
-                    "source_image": tfds.features.Image(shape=(None, None, 3)),
-                    "edited_image": tfds.features.Image(shape=(None, None, 3)),
-                    "instruction": tfds.features.Text(),
-                }
-            ),
-            homepage="https://www.timothybrooks.com/instruct-pix2pix",
-            metadata=tfds.core.MetadataDict(),
-        )
+    def example_features(self):
+        return edit_pair_features()
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        return {"train": self._generate_examples(dl_manager.manual_dir)}
-
-    def _generate_examples(self, manual_dir):
-        summary = validation.BuildSummary(self.name, "train")
-        yield from manual.instruct_pix2pix_examples(manual_dir, summary, self.builder_config.image_dir)
-        self.info.metadata.setdefault("build_summary", {})["train"] = summary.finish()
+    def manual_examples(self, manual_dir, summary):
+        return manual.instruct_pix2pix_examples(manual_dir, summary, self.builder_config.image_dir)

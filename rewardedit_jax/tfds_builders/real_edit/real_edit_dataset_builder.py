@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from rewardedit_jax.data import manual, validation
+from rewardedit_jax.data import manual
+from rewardedit_jax.tfds_builders.manual_builder import ManualBuilder, image_feature
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(ManualBuilder):
     """Real-Edit: real photos with one instruction per edit type (Local, Remove, Add, Texture, ...)."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -28,25 +29,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     Put `real_edit_instruct.json` and the `Real-Edit/` image folder (distributed with RewardEdit20K on the
     HF hub) in the manual directory, or together in one subfolder of it. See docs/data.md.
     """
+    SPLIT = "test"
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image_id": tfds.features.Text(),
-                    "image": tfds.features.Image(shape=(None, None, 3)),
-                    "instruction": tfds.features.Text(),
-                    "edit_type": tfds.features.Text(),
-                }
-            ),
-            homepage="https://github.com/bytedance/Multi-Reward-Editing",
-            metadata=tfds.core.MetadataDict(),
-        )
+    def example_features(self):
+        return {
+            "image_id": tfds.features.Text(),
+            "image": image_feature(),
+            "instruction": tfds.features.Text(),
+            "edit_type": tfds.features.Text(),
+        }
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        return {"test": self._generate_examples(dl_manager.manual_dir)}
-
-    def _generate_examples(self, manual_dir):
-        summary = validation.BuildSummary(self.name, "test")
-        yield from manual.real_edit_examples(manual_dir, summary, expected_images=self.EXPECTED_IMAGES)
-        self.info.metadata.setdefault("build_summary", {})["test"] = summary.finish()
+    def manual_examples(self, manual_dir, summary):
+        return manual.real_edit_examples(manual_dir, summary, expected_images=self.EXPECTED_IMAGES)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import tensorflow_datasets as tfds
 
-from rewardedit_jax.data import manual, validation
+from rewardedit_jax.data import manual
+from rewardedit_jax.tfds_builders.manual_builder import ManualBuilder, edit_pair_features, reward_features
 
 
 @dataclasses.dataclass
@@ -31,7 +31,7 @@ class RewardEditConfig(tfds.core.BuilderConfig):
         return manual.RewardEditOptions(self.join, self.multi_pair_policy, self.image_dir, self.rewards_file)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(ManualBuilder):
     """RewardEdit20K: InstructPix2Pix edits with 3 reward scores and feedback texts (GPT-4o labels)."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -48,26 +48,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     See docs/data.md.
     """
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "key": tfds.features.Text(),
-                    "source_image": tfds.features.Image(shape=(None, None, 3)),
-                    "edited_image": tfds.features.Image(shape=(None, None, 3)),
-                    "instruction": tfds.features.Text(),
-                    "reward_scores": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-                    "reward_texts": tfds.features.Sequence(tfds.features.Text(), length=3),
-                }
-            ),
-            homepage="https://github.com/bytedance/Multi-Reward-Editing",
-            metadata=tfds.core.MetadataDict(),
-        )
+    def example_features(self):
+        return {**edit_pair_features(), **reward_features()}
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        return {"train": self._generate_examples(dl_manager.manual_dir)}
-
-    def _generate_examples(self, manual_dir):
-        summary = validation.BuildSummary(self.name, "train")
-        yield from manual.reward_edit_examples(manual_dir, self.builder_config.options(), summary)
-        self.info.metadata.setdefault("build_summary", {})["train"] = summary.finish()
+    def manual_examples(self, manual_dir, summary):
+        return manual.reward_edit_examples(manual_dir, self.builder_config.options(), summary)
