@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardedit_jax.data import vocabulary
+from rewardedit_jax.data import synthetic, vocabulary
 from rewardedit_jax.io import PathError, atomic_write_text, write_json
 from rewardedit_jax.platforms import check_creatable
 
@@ -633,6 +633,11 @@ def _main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     _show_training_progress()
     t0 = time.perf_counter()
+    if args.data_config not in synthetic.BUILDER_CONFIGS:
+        raise DemoError(
+            f"error: --data-config {args.data_config}: not a synthetic_edit config; "
+            f"choose one of {', '.join(synthetic.BUILDER_CONFIGS)}"
+        )
     out = Path(args.out).absolute()
     try:
         check_creatable(out, "--out")

@@ -147,6 +147,11 @@ PRECOMPUTE_CASES = _table("""
     missing data dir | --data-dir {tmp}/none | {tmp}/none; build it with tfds build
 """)
 
+DEMO_CASES = _table("""
+    out under a file | --out {file}/out | --out {file}/out; is a file, not a folder
+    unknown data config | --data-config nope | --data-config nope; not a synthetic_edit config; tiny
+""")
+
 
 def _fill(text: str, files: dict[str, Path], tmp_path: Path) -> str:
     return text.format(tmp=tmp_path, **files)
@@ -244,6 +249,15 @@ def test_precompute(case, args, names, files, tmp_path, monkeypatch, capsys):
         "--out": str(tmp_path / "out"),
     }
     status = main([*_override(defaults, _argv(args, files, tmp_path)), "--no-progress"])
+    _check(capsys, status, names, files, tmp_path)
+
+
+@pytest.mark.parametrize("case, args, names", DEMO_CASES, ids=[c[0] for c in DEMO_CASES])
+def test_demo(case, args, names, files, tmp_path, monkeypatch, capsys):
+    from rewardedit_jax import demo
+
+    monkeypatch.setattr(demo, "build_dataset", _never("the dataset build"))
+    status = demo.main(_override({"--out": str(tmp_path / "out")}, _argv(args, files, tmp_path)))
     _check(capsys, status, names, files, tmp_path)
 
 

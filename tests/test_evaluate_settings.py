@@ -103,7 +103,8 @@ BAD_FLAGS = [
     ),
     (
         ["--clip-model", "gs://bucket/clip"],
-        "gs://bucket/clip: --clip-model must be a local folder or a Hugging Face Hub id owner/name[@revision]",
+        "gs://bucket/clip: --clip-model must be a local folder or a Hugging Face Hub id "
+        "owner/name[@revision]",
     ),
 ]
 

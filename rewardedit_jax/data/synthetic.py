@@ -61,6 +61,14 @@ from rewardedit_jax.data import images
 PERFECT_TEXT = "There are no noticeable negative aspects."
 # The `synthetic_edit` builder's version: a change of what `generate` returns for some index bumps it.
 DATASET_VERSION = "1.1.0"
+# The builder configs of `synthetic_edit` (its TFDS builder makes one per row), here so that a command can
+# check a config name without importing TensorFlow: name -> (image side, train edits, test edits).
+BUILDER_CONFIGS = {
+    "16px": (16, 20_000, 512),
+    "32px": (32, 20_000, 512),
+    "64px": (64, 20_000, 512),
+    "tiny": (32, 48, 16),
+}
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),

@@ -46,9 +46,10 @@ def evaluate(
     ``shared_noise`` (every edit seeded with ``seed``); ``seed_per_edit=True`` names the default and
     ``seed_per_edit=False`` means ``shared_noise``. ``batch_size``: edits per device per sampler call.
     In a multi-host job every process calls this; each generates its share of the edits and process 0
-    judges and writes the results (other processes return None). ``limit``:
-    only the first N edits of the split. ``clip_model`` / ``dino_model``: local transformers folders or Hugging
-    Face Hub ids ``owner/name[@revision]`` for the reference metrics (:mod:`rewardedit_jax.reference_metrics`; DINO needs references).
+    judges and writes the results (other processes return None). ``limit``: only the first N edits of the
+    split. ``clip_model`` / ``dino_model``: local transformers folders or Hugging Face Hub ids
+    ``owner/name[@revision]`` for the reference metrics (:mod:`rewardedit_jax.reference_metrics`; DINO
+    needs references).
     ``compiler_options`` go to XLA (the tests use fast compilation); ``progress``: progress bars. Errors a
     user can fix raise :class:`EvaluationError` (one line).
     """

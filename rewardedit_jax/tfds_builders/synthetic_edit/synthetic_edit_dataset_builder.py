@@ -34,7 +34,9 @@ class SyntheticEditConfig(tfds.core.BuilderConfig):
         )
 
 
-def _config(name: str, resolution: int, num_train: int, num_test: int, description: str):
+def _config(name: str, note: str = ""):
+    resolution, num_train, num_test = synthetic.BUILDER_CONFIGS[name]
+    description = f"{resolution}x{resolution} images, {num_train} train / {num_test} test edits{note}."
     return SyntheticEditConfig(
         name=name, description=description, resolution=resolution, num_train=num_train, num_test=num_test
     )
@@ -50,10 +52,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         "synthetic.CORRUPTION_WEIGHTS.",
     }
     BUILDER_CONFIGS = [
-        _config("16px", 16, 20_000, 512, "16x16 images, 20000 train / 512 test edits."),
-        _config("32px", 32, 20_000, 512, "32x32 images, 20000 train / 512 test edits (default)."),
-        _config("64px", 64, 20_000, 512, "64x64 images, 20000 train / 512 test edits."),
-        _config("tiny", 32, 48, 16, "32x32 images, 48 train / 16 test edits, for tests."),
+        _config("16px"),
+        _config("32px", " (default)"),
+        _config("64px"),
+        _config("tiny", ", for tests"),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "32px"
 
