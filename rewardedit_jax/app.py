@@ -26,6 +26,7 @@ import dataclasses
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -369,8 +370,6 @@ def load_app(
     """The app's state for ``model`` (``None``: the demo's exported model, with its test edits as examples
     written to ``examples_dir``), loaded and compiled with ``args`` (:func:`build_parser`'s; default: its
     defaults). Raises :class:`AppError` with one line when there is no model or it cannot be served."""
-    import tempfile
-
     from rewardedit_jax import parallel
 
     args = args or build_parser().parse_args(list(argv))
@@ -531,7 +530,7 @@ def build_page(app: EditApp):
                 sweep_view = gr.Gallery(
                     label="Sweep",
                     format="png",
-                    height="auto",
+                    height=280,
                     columns=len(SWEEP_LEVELS),
                     rows=1,
                     visible=app.has_reward,
@@ -591,17 +590,21 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        if not 0 <= args.port < 65536:
-            raise AppError(f"--port must be in 0..65535; got {args.port}")
-        app = load_app(args=args, argv=argv)
-        app.check_memory()
-        app.warm_up()
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    from rewardedit_jax.io import PathError
+    with tempfile.TemporaryDirectory(prefix="rewardedit-app-") as examples_dir:
+        try:
+            if not 0 <= args.port < 65536:
+                raise AppError(f"--port must be in 0..65535; got {args.port}")
+            app = load_app(args=args, argv=argv, examples_dir=examples_dir)
+            app.check_memory()
+            app.warm_up()
+        except UsageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        return serve(app, args)
 
+
+def serve(app: EditApp, args: argparse.Namespace) -> int:
+    """Serve ``app``'s page until interrupted."""
     page = build_page(app)
     page.queue(default_concurrency_limit=1, max_size=64)
     _log(f"serving {app.name} on http://{args.host}:{args.port}")
@@ -613,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet=True,
             footer_links=[],
         )
-    except (OSError, PathError) as e:
+    except OSError as e:
         print(f"error: cannot serve on {args.host}:{args.port} ({e})", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0

@@ -51,9 +51,10 @@ from rewardedit_jax.cli import (
 from rewardedit_jax.io import PathError, check_bucket, is_remote, read_bytes, read_json, to_path
 from rewardedit_jax.report import atomic_write_png
 
-# The official protocol's long side, for a model that records none (docs/sources.md, "Generation settings").
+# rewardedit_jax.sampling's DEFAULT_RESOLUTION (the official protocol's long side, for a model that records
+# none) and SIZE_MULTIPLE (sides of fitted inputs from 64 px up), spelled out so that checking the flags
+# does not import flax.
 DEFAULT_RESOLUTION = 512
-# Sides of fitted inputs are multiples of this at 64 px and above (the official protocol).
 SIZE_MULTIPLE = 64
 
 # edit's user-facing errors are the command-line helpers' (one line, exit status 2).
@@ -250,7 +251,7 @@ def _read_image(path: str | os.PathLike, resolution: int, multiple: int = SIZE_M
 
 
 def _gb(n: float) -> str:
-    return f"{n / 2**30:.1f} GB"
+    return f"{n / 1e9:.1f} GB"
 
 
 def available_memory() -> tuple[int | None, str]:
@@ -275,11 +276,11 @@ def available_memory() -> tuple[int | None, str]:
 def estimate_bytes(pipeline, height: int, width: int, batch: int, *, branches: int, flash: bool) -> int:
     """About how much memory one sampler call of ``batch`` edits of ``height`` x ``width`` needs.
 
-    The model's parameters; activations of the U-Net (every branch of every edit at the latent size, its
-    first level's channels) and of the VAE decoder at the image size; and, unless attention is flash
-    attention (cuDNN), three float32 copies (scores, exponentials, probabilities) of every attention level's
-    (tokens x tokens) scores per head, which dominate at large sizes: XLA's CPU program for the demo's
-    16 px model at 512 px allocates 619 GB, what this gives."""
+    A copy of the parameters (the sampler's); activations of the U-Net (every branch of every edit at the
+    latent size, its first level's channels) and of the VAE decoder at the image size; and, unless
+    attention is flash attention (cuDNN), three float32 copies (scores, exponentials, probabilities) of
+    the largest attention level's (tokens x tokens) scores per head, which dominate at large sizes: XLA's
+    CPU program for the demo's 16 px model at 512 px asks for 619 GB, about what this gives."""
     import jax
     from flax import nnx
 

@@ -204,3 +204,9 @@ def test_xla_running_out_of_memory_is_a_one_line_error(
         "error: out of memory sampling (RESOURCE_EXHAUSTED: Out of memory while trying to allocate 6 "
         "bytes.); try a smaller --resolution or --batch-size"
     )
+
+
+def test_the_fitting_constants_are_the_samplers():
+    from rewardedit_jax.sampling import sampler as s
+
+    assert (edit.DEFAULT_RESOLUTION, edit.SIZE_MULTIPLE) == (s.DEFAULT_RESOLUTION, s.SIZE_MULTIPLE)
