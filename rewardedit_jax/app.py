@@ -22,9 +22,11 @@ Edit button runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -586,11 +588,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    with tempfile.TemporaryDirectory(prefix="rewardedit-app-") as examples_dir:
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated server still removes its examples folder
+    examples = tempfile.TemporaryDirectory(prefix="rewardedit-app-") if args.model is None else None
+    with examples or contextlib.nullcontext() as examples_dir:
         try:
             if not 0 <= args.port < 65536:
                 raise AppError(f"--port must be in 0..65535; got {args.port}")
