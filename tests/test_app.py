@@ -261,3 +261,30 @@ def test_a_stock_model_hides_the_reward_controls(tmp_path):
         app.sweep(np.zeros((32, 32, 3), np.uint8), "x")
     with pytest.raises(app_lib.AppError, match="not a reward model"):
         app.edit(np.zeros((32, 32, 3), np.uint8), "x", reward=(5, 5, 5))
+
+
+@pytest.mark.parametrize(
+    "resolution, multiple, sizes",
+    [(512, 64, [(512, 512), (512, 384), (384, 512)]), (16, 1, [(16, 16), (16, 12), (12, 16)])],
+)
+def test_the_apps_sizes_are_the_sizes_edit_fits_those_aspects_to(resolution, multiple, sizes):
+    """Square, 4:3 and 3:4 images are fitted by the app exactly as `edit` fits them."""
+    from rewardedit_jax import app as app_lib
+    from rewardedit_jax.sampling import edit_size
+
+    aspects = app_lib.parse_aspects(app_lib.DEFAULT_ASPECTS)
+    assert app_lib.bucket_sizes(resolution, multiple, aspects) == sizes
+    for w, h in aspects:
+        assert edit_size(w * 160, h * 160, resolution, multiple) in sizes
+    with pytest.raises(app_lib.AppError, match="--aspects must be width:height pairs"):
+        app_lib.parse_aspects("4:3,wide")
+
+
+def test_a_sweep_turns_one_perspective_or_all_three_through_1_to_5():
+    from rewardedit_jax import app as app_lib
+
+    app = object.__new__(app_lib.EditApp)  # sweep_scores needs no model
+    assert app.sweep_scores("following", (5, 4, 3)) == [(float(v), 4.0, 3.0) for v in range(1, 6)]
+    assert app.sweep_scores("all three", (5, 5, 5)) == [(float(v),) * 3 for v in range(1, 6)]
+    with pytest.raises(app_lib.AppError, match="sweep must be one of"):
+        app.sweep_scores("sharpness", (5, 5, 5))
