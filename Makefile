@@ -9,7 +9,7 @@ PYTEST_ARGS ?= --durations=25
 # 2 on a 2-core machine: 20 to 23 min for the whole suite (2026-12-04). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: venv install test lint format clean demo
+.PHONY: venv install browser test lint format clean demo app
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,14 @@ $(VENV)/.installed: $(PY) pyproject.toml
 venv: $(PY)
 install: $(VENV)/.installed
 
-test: install
+# tests/test_app.py drives the app in Debian's headless Chromium (never a browser downloaded at run time):
+# installed from Debian's packages where missing, with sudo when not root.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
+
+test: install browser
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 LINT_PATHS := $(wildcard rewardedit_jax tests configs tfds_builders benchmarks launch)
@@ -42,6 +49,10 @@ DEMO_OUT ?= demo_out
 DEMO_ARGS ?=
 demo: install
 	$(PY) -m rewardedit_jax.demo --out $(DEMO_OUT) --seeds $(SEEDS) $(DEMO_ARGS)
+
+# The editing app (docs/app.md) on the model `make demo` trained.
+app: install
+	DEMO_OUT=$(DEMO_OUT) $(PY) -m rewardedit_jax.app
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,7 +7,7 @@ or the package and everything in it; the longest name that matches a module deci
 1. models and I/O: platforms, io, hub, schedule, configs, models, judge, report, checkpoints, workdir
 2. conversion and data: convert, data, tfds_builders, tokenizer, torch_compat, oracle, reference_metrics
 3. training and sampling: sampling, training, parallel, evaluators
-4. command-line tools: train, aot, edit, evaluate, label, demo, cli, config_cli, convert.cli, convert.__main__
+4. the tools: train, aot, edit, evaluate, label, demo, app, cli, config_cli, convert.cli, convert.__main__
 """
 
 from rewardedit_jax import platforms as _platforms

@@ -33,6 +33,7 @@ __all__ = [
     "UsageError",
     "add_distributed_arguments",
     "add_sampling_arguments",
+    "model_parser",
     "parse_scores",
     "run_main",
 ]
@@ -61,6 +62,19 @@ def parse_scores(text: str, flag: str = "--reward") -> tuple[float, float, float
     if not all(0.0 <= s <= 5.0 for s in scores):
         raise UsageError(f"{flag} scores must be in 0..5; got {text!r}")
     return scores
+
+
+def model_parser(prog: str, description: str, *, what: str = "training workdir") -> argparse.ArgumentParser:
+    """A parser with the ``--model`` flag of the tools that load a model (``what``: how the help names a
+    training workdir)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument(
+        "--model",
+        required=True,
+        help=f"diffusers pipeline folder, Flax model directory, {what}, or Hugging Face Hub id "
+        "owner/name[@revision]",
+    )
+    return p
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str) -> None:

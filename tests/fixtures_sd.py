@@ -198,3 +198,22 @@ def save_tiny_sd_components(root: str | Path, *, seed: int = 0) -> dict[str, Any
         "text_encoder": save_tiny_text_encoder(root / "text_encoder", seed=seed),
         "tokenizer": save_tiny_tokenizer(root / "tokenizer"),
     }
+
+
+def run_module(module: str, *args: str, cwd: str | Path, env: dict | None = None, timeout: float = 300):
+    """``python -m module args...`` in a new process on the CPU with the checkout importable (``env``
+    entries added): its CompletedProcess, text output captured."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    full_env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(repo), **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )

@@ -1,13 +1,12 @@
 """``python -m rewardedit_jax.edit`` end to end on a tiny diffusers InstructPix2Pix pipeline folder."""
 
-import os
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fixtures_pipeline import TWO_LEVEL_UNET, save_tiny_ip2p_pipeline
+from fixtures_sd import run_module
 from PIL import Image
 
 from rewardedit_jax import edit
@@ -32,16 +31,13 @@ def source_image(tmp_path):
     return path
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "rewardedit_jax.edit", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
+def one_edit(model, image, out) -> list[str]:
+    """The flags of one edit of ``image`` by ``model`` (instruction "x") written to ``out``."""
+    return ["--model", str(model), "--image", str(image), "--instruction", "x", "--out", str(out)]
+
+
+def run_cli(*args: str):
+    return run_module("rewardedit_jax.edit", *args, cwd=REPO)
 
 
 def test_edit_cli_writes_an_edited_png_of_the_fitted_size(pipeline_dir, source_image, tmp_path):
@@ -69,65 +65,29 @@ def test_missing_image_is_a_one_line_error(pipeline_dir, tmp_path):
 
 def test_missing_model_and_unreadable_image_are_one_line_errors(source_image, tmp_path, capsys):
     out = str(tmp_path / "o.png")
-    assert (
-        edit.main(
-            [
-                "--model",
-                str(tmp_path / "none"),
-                "--image",
-                str(source_image),
-                "--instruction",
-                "x",
-                "--out",
-                out,
-            ]
+
+    def error_of(model, image, *more: str) -> str:
+        assert (
+            edit.main(
+                ["--model", str(model), "--image", str(image), "--instruction", "x", "--out", out, *more]
+            )
+            == 2
         )
-        == 2
-    )
-    assert capsys.readouterr().err.strip().splitlines() == [
-        f"error: {tmp_path / 'none'}: no such model folder"
-    ]
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    assert error_of(tmp_path / "none", source_image) == f"error: {tmp_path / 'none'}: no such model folder"
     text_file = tmp_path / "notes.jpg"
     text_file.write_text("not an image")
-    assert (
-        edit.main(["--model", str(tmp_path), "--image", str(text_file), "--instruction", "x", "--out", out])
-        == 2
-    )
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {text_file}: cannot read the image")
-    assert (
-        edit.main(
-            [
-                "--model",
-                str(tmp_path),
-                "--image",
-                str(source_image),
-                "--instruction",
-                "x",
-                "--out",
-                out,
-                "--reward",
-                "5,5",
-            ]
-        )
-        == 2
-    )
-    assert "three comma-separated numbers" in capsys.readouterr().err
+    assert error_of(tmp_path, text_file).startswith(f"error: {text_file}: cannot read the image")
+    assert "three comma-separated numbers" in error_of(tmp_path, source_image, "--reward", "5,5")
     assert not Path(out).exists()
 
 
 def test_reward_flags_are_rejected_for_a_stock_model(pipeline_dir, source_image, tmp_path, capsys):
     out = tmp_path / "o.png"
-    argv = [
-        "--model",
-        str(pipeline_dir),
-        "--image",
-        str(source_image),
-        "--instruction",
-        "x",
-        "--out",
-        str(out),
-    ]
+    argv = one_edit(pipeline_dir, source_image, out)
     assert edit.main([*argv, "--reward", "5,5,5", "--resolution", "64"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error: ") and "not a reward model; --reward" in lines[-1]
@@ -173,3 +133,80 @@ def test_several_edits_need_matching_counts_and_a_folder(pipeline_dir, source_im
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {out}: 2 edits are written to a folder; give a folder, not a file"
     ]
+
+
+def test_an_unwritable_out_is_a_one_line_error_before_the_model_is_loaded(
+    pipeline_dir, source_image, tmp_path, capsys
+):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for out, several in ((blocker / "sub" / "o.png", False), (blocker / "edits", True)):
+        images = ["--image", str(source_image)] * (2 if several else 1)
+        argv = ["--model", str(pipeline_dir), *images, "--instruction", "x", "--out", str(out)]
+        assert edit.main(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}: cannot write the output there ("), (
+            lines
+        )
+
+
+def test_an_edit_at_the_models_recorded_resolution(pipeline_dir, source_image, tmp_path, capsys):
+    """The tiny pipeline records sample_size 16 with a VAE factor of 2: 32 px, sides multiples of 2 (as
+    diffusers reads it; below 64 px the official protocol's multiples of 64 cannot hold)."""
+    from rewardedit_jax.sampling import edit_size
+
+    assert edit.model_resolution(pipeline_dir) == (32, 2)
+    out = tmp_path / "o.png"
+    argv = one_edit(pipeline_dir, source_image, out)
+    assert edit.main([*argv, "--steps", "1"]) == 0
+    assert "fitted to 34x16 (resolution 32, recorded by the model)" in capsys.readouterr().err
+    with Image.open(out) as edited:
+        assert edited.size == edit_size(150, 70, 32, 2) == (34, 16)
+
+
+def test_an_edit_too_large_for_memory_is_a_one_line_error_saying_what_fits(pipeline_dir, tmp_path, capsys):
+    square = tmp_path / "square.png"
+    Image.fromarray(np.zeros((70, 70, 3), np.uint8)).save(square)
+    out = tmp_path / "o.png"
+    argv = one_edit(pipeline_dir, square, out)
+    assert edit.main([*argv, "--resolution", "4096"]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"error: an edit at 4096x4096 \(1 per call, 3 guidance branches\) needs about [\d.]+ GB of memory, "
+        r"more than the [\d.]+ GB available on this machine \(CPU\); --resolution (\d+) or less would fit "
+        r"\(the model was trained at 32\)",
+        last,
+    ), last
+    fits = int(re.search(r"--resolution (\d+)", last).group(1))
+    assert 64 <= fits < 4096 and fits % 64 == 0
+    assert "compiled the sampler" not in err and not out.exists()
+
+
+def test_xla_running_out_of_memory_is_a_one_line_error(
+    pipeline_dir, source_image, tmp_path, capsys, monkeypatch
+):
+    """The estimate's fallback: an allocation XLA refuses while sampling."""
+    import jax
+
+    from rewardedit_jax import parallel
+
+    def exhausted(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError(
+            "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 6 bytes."
+        )
+
+    monkeypatch.setattr(parallel, "generate", exhausted)
+    out = tmp_path / "o.png"
+    argv = one_edit(pipeline_dir, source_image, out)
+    assert edit.main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: out of memory sampling (RESOURCE_EXHAUSTED: Out of memory while trying to allocate 6 "
+        "bytes.); try a smaller --resolution or --batch-size"
+    )
+
+
+def test_the_fitting_constants_are_the_samplers():
+    from rewardedit_jax.sampling import sampler as s
+
+    assert (edit.DEFAULT_RESOLUTION, edit.SIZE_MULTIPLE) == (s.DEFAULT_RESOLUTION, s.SIZE_MULTIPLE)

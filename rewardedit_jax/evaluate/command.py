@@ -12,15 +12,10 @@ from rewardedit_jax.evaluators import EvaluationError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m rewardedit_jax.evaluate",
-        description="Generate, judge and summarize a benchmark's edits (Real-Edit protocol).",
-    )
-    p.add_argument(
-        "--model",
-        required=True,
-        help="diffusers pipeline folder, Flax model directory, workdir, or Hugging Face Hub id "
-        "owner/name[@revision]",
+    p = cli.model_parser(
+        "python -m rewardedit_jax.evaluate",
+        "Generate, judge and summarize a benchmark's edits (Real-Edit protocol).",
+        what="workdir",
     )
     p.add_argument("--benchmark", required=True, help="real_edit or synthetic_edit[/CONFIG]")
     p.add_argument("--data-dir", required=True, help="TFDS data_dir the benchmark is built in")

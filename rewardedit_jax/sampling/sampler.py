@@ -481,32 +481,37 @@ class EditSampler:
 # ---------------------------------------------------------------------- input images (official protocol)
 
 
-def edit_size(width: int, height: int, resolution: int = DEFAULT_RESOLUTION) -> tuple[int, int]:
-    """The (width, height) an input is fitted to: long side about ``resolution``, sides multiples of 64.
+def edit_size(
+    width: int, height: int, resolution: int = DEFAULT_RESOLUTION, multiple: int = SIZE_MULTIPLE
+) -> tuple[int, int]:
+    """The (width, height) an input is fitted to: long side about ``resolution``, sides multiples of
+    ``multiple`` (64).
 
     The InstructPix2Pix/Reward-Edit protocol (official `eval.py`; docs/sources.md, "Generation settings"):
     scale so the long side is ``resolution``, round the short side *up* to a multiple of 64, then floor both
-    sides to multiples of 64.
+    sides to multiples of 64. A model trained below 64 px fits with a smaller ``multiple`` (its VAE factor).
     """
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive; got {width}x{height}")
-    if resolution < SIZE_MULTIPLE:
-        raise ValueError(f"resolution must be at least {SIZE_MULTIPLE}; got {resolution}")
+    if multiple < 1 or resolution < multiple:
+        raise ValueError(f"resolution must be at least {multiple}; got {resolution}")
     short = min(width, height)
     factor = resolution / max(width, height)
-    factor = math.ceil(short * factor / SIZE_MULTIPLE) * SIZE_MULTIPLE / short
-    fitted_w = int((width * factor) // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    fitted_h = int((height * factor) // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    return max(fitted_w, SIZE_MULTIPLE), max(fitted_h, SIZE_MULTIPLE)
+    factor = math.ceil(short * factor / multiple) * multiple / short
+    fitted_w = int((width * factor) // multiple) * multiple
+    fitted_h = int((height * factor) // multiple) * multiple
+    return max(fitted_w, multiple), max(fitted_h, multiple)
 
 
-def load_edit_image(path: str | os.PathLike, resolution: int = DEFAULT_RESOLUTION) -> np.ndarray:
+def load_edit_image(
+    path: str | os.PathLike, resolution: int = DEFAULT_RESOLUTION, multiple: int = SIZE_MULTIPLE
+) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3), fitted (centre crop + LANCZOS) to :func:`edit_size`."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as opened:
         image = ImageOps.exif_transpose(opened).convert("RGB")
-    size = edit_size(image.width, image.height, resolution)
+    size = edit_size(image.width, image.height, resolution, multiple)
     if size != image.size:
         image = ImageOps.fit(image, size, method=Image.Resampling.LANCZOS)
     return np.asarray(image, dtype=np.uint8)

@@ -287,17 +287,19 @@ def _load_model_dir(path: Path, compute) -> TrainModels:
     )
 
 
-def write_model_dir(models: TrainModels, dst: Path) -> None:
-    """``DIR/model``: frozen components with parameters, the U-Net config only (atomic)."""
+def write_model_dir(models: TrainModels, dst: Path, resolution: int | None = None) -> None:
+    """``DIR/model``: frozen components with parameters, the U-Net config only (atomic).
+
+    ``resolution`` (the training images' side) is recorded as diffusers does, as the U-Net config's
+    ``sample_size`` in latent pixels: ``edit`` and the app then work at the size the model learned."""
     from rewardedit_jax.convert import clip_text, unet, vae
     from rewardedit_jax.convert.weights import atomic_directory, write_json
 
+    unet_config = unet.diffusers_config_for(models.unet, models.unet_config)
+    if resolution:
+        unet_config["sample_size"] = resolution // models.vae.config.downsample_factor
     with atomic_directory(dst, overwrite=True) as tmp:
-        model_dir_lib.write_component_config(
-            tmp / "unet",
-            unet.diffusers_config_for(models.unet, models.unet_config),
-            unet.reward_extra(models.unet),
-        )
+        model_dir_lib.write_component_config(tmp / "unet", unet_config, unet.reward_extra(models.unet))
         vae.save_flax_vae(models.vae, tmp / "vae", models.vae_config)
         clip_text.save_flax_text_encoder(
             models.text_encoder, tmp / "text_encoder", models.text_encoder_config
@@ -410,7 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if is_main:
         makedirs(workdir)
         if not model_dir_lib.is_model_dir(workdir / workdir_lib.MODEL):
-            write_model_dir(models, workdir / workdir_lib.MODEL)
+            write_model_dir(models, workdir / workdir_lib.MODEL, config.data.resolution)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
