@@ -33,7 +33,6 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -48,7 +47,8 @@ from rewardedit_jax.cli import (
     parse_scores,
     run_main,
 )
-from rewardedit_jax.io import PathError, check_bucket, is_remote, read_bytes, read_json, to_path
+from rewardedit_jax.io import PathError, read_bytes, read_json, to_path
+from rewardedit_jax.platforms import check_creatable
 from rewardedit_jax.report import atomic_write_png
 
 # rewardedit_jax.sampling's DEFAULT_RESOLUTION (the official protocol's long side, for a model that records
@@ -184,18 +184,12 @@ def fit_settings(folder: str | os.PathLike, resolution: int | None, flag: str = 
 
 
 def check_writable(out, folder: bool) -> None:
-    """Fail with one line unless the edits can be written at ``out`` (a file, or a ``folder``): create its
-    folder and a temporary file there, before any model is loaded."""
-    if is_remote(out):
-        check_bucket(out)
-        return
-    where = to_path(out) if folder else to_path(out).parent
+    """Fail with one line unless the edits can be written at ``out`` (a file, or a ``folder``), before any
+    model is loaded; nothing is created until an edit is written."""
     try:
-        where.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=os.fspath(where), prefix=".edit-check-"):
-            pass
-    except OSError as e:
-        raise EditError(f"{out}: cannot write the output there ({e.strerror or e})") from None
+        check_creatable(out, "--out", file=not folder)
+    except PathError as e:
+        raise EditError(str(e)) from None
 
 
 def _check_args(args) -> str | os.PathLike:
@@ -242,7 +236,9 @@ def _read_image(path: str | os.PathLike, resolution: int, multiple: int = SIZE_M
         return load_edit_image(io.BytesIO(read_bytes(path)), resolution, multiple)
     except PathError as e:
         raise EditError(str(e)) from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except UnidentifiedImageError:  # PIL's message names its BytesIO, not the file
+        raise EditError(f"{path}: cannot read the image (not an image file PIL can open)") from None
+    except (OSError, ValueError) as e:
         reason = " ".join(str(e).split())[:200]
         raise EditError(f"{path}: cannot read the image ({reason})") from None
 

@@ -104,7 +104,7 @@ def _table(text: str) -> list[tuple[str, str, list[str]]]:
 # {tmp} filled in | what the error line must hold, "; "-separated. Every case also leaves {tmp}/out
 # uncreated.
 EDIT_CASES = _table("""
-    text file named .png | --image {text_png} | {text_png}; cannot read the image
+    text file named .png | --image {text_png} | {text_png}; cannot read the image (not an image file
     truncated PNG | --image {truncated_png} | {truncated_png}; cannot read the image
     missing image | --image {tmp}/none.png | {tmp}/none.png; no such image file
     missing model | --image {png} --model {tmp}/none | {tmp}/none; no such model folder
@@ -112,6 +112,7 @@ EDIT_CASES = _table("""
     words | --image {png} --reward a,b,c | --reward; 'a,b,c'
     score above 5 | --image {png} --reward 6,5,5 | --reward; in 0..5; '6,5,5'
     bad low reward | --image {png} --reward-guidance 2 --low-reward 1,1 | --low-reward; '1,1'
+    out under a file | --image {png} --out {file}/e.png | {file}/e.png; is a file, not a folder
 """)
 EVALUATE_CASES = _table("""
     missing model | --model {tmp}/none | {tmp}/none; no such model folder

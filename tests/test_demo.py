@@ -176,6 +176,25 @@ def test_quick_demo_report_names_every_column_and_each_rows_instruction(quick_de
     assert "python -m rewardedit_jax.app --model" in page and "http://127.0.0.1:7860" in page
 
 
+@pytest.mark.heavy
+def test_the_app_serves_the_demos_model_and_makes_the_edits_it_evaluated(quick_demo, monkeypatch):
+    """After the demo, ``python -m rewardedit_jax.app`` serves the demo's export at the resolution its
+    training recorded, and what its Edit button makes at 5,5,5 and at 1,1,1 are the edits the demo
+    evaluated (same pixels, same oracle scores), so they differ as the demo's table says
+    (benchmarks/app_vs_demo.py; docs/app.md has the run on a full ``make demo``)."""
+    from benchmarks.app_vs_demo import compare
+    from rewardedit_jax import edit
+
+    assert edit.model_resolution(quick_demo / "export_reward") == (32, 1)
+    monkeypatch.setenv("DEMO_OUT", str(quick_demo))
+    found = compare(quick_demo, limit=8, log=lambda line: None)
+    assert set(found) == {"reward_555", "reward_111"}
+    for name, row in found.items():
+        assert row["edits"] == 8, name
+        assert row["max_abs_diff"] <= 1, (name, row)
+        assert row["app"] == row["demo"], (name, row)
+
+
 def _scores(following, preserving, quality):
     return {
         "overall": {"following_score": following, "preserving_score": preserving, "quality_score": quality}
