@@ -23,7 +23,7 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
-from rewardedit_jax import platforms
+from rewardedit_jax.io import check_creatable
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
 _TOPOLOGY = flags.DEFINE_string(
@@ -251,7 +251,7 @@ def main(argv) -> int:
 
     try:
         if _JSON.value:  # written after the compile, which takes minutes at full size
-            platforms.check_creatable(_JSON.value, "--json", file=True)
+            check_creatable(_JSON.value, "--json", file=True)
         topology = parse_topology(_TOPOLOGY.value, _NUM_SLICES.value) if _TOPOLOGY.value else None
         if _NUM_SLICES.value != 1 and topology is None:
             raise TopologyError("--num-slices needs --topology")

@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardedit_jax.data import synthetic, vocabulary
-from rewardedit_jax.io import PathError, atomic_write_text, write_json
-from rewardedit_jax.platforms import check_creatable
+from rewardedit_jax.io import PathError, atomic_write_text, check_creatable, write_json
 
 
 class DemoError(SystemExit):

@@ -47,8 +47,7 @@ from rewardedit_jax.cli import (
     parse_scores,
     run_main,
 )
-from rewardedit_jax.io import PathError, read_bytes, read_json, to_path
-from rewardedit_jax.platforms import check_creatable
+from rewardedit_jax.io import PathError, check_creatable, read_bytes, read_json, to_path
 from rewardedit_jax.report import atomic_write_png
 
 # rewardedit_jax.sampling's DEFAULT_RESOLUTION (the official protocol's long side, for a model that records

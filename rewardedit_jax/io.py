@@ -370,3 +370,26 @@ def local_copy(path: str | os.PathLike) -> Iterator[pathlib.Path]:
         except Exception as e:
             raise PathError(f"{path}: cannot download ({_one_line(e)})") from None
         yield local
+
+
+def check_creatable(path: str | os.PathLike, what: str, *, file: bool = False) -> None:
+    """Raise :class:`PathError`, one line naming ``what`` (the flag) and ``path``, unless
+    ``path`` exists or could be created: its nearest existing parent must be a folder this process may
+    write in (for a remote URL, its bucket must exist); with ``file``, ``path`` must not be a folder.
+    Nothing is created: a command calls this before its expensive work, so that an output that cannot be
+    written fails in seconds, not after hours."""
+    if is_remote(path):
+        check_bucket(path)
+        return
+    target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if file and os.path.isdir(target):
+        raise PathError(f"{what} {os.fspath(path)}: is a folder; give a file name")
+    if os.path.lexists(target):
+        return
+    parent = os.path.dirname(target)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise PathError(f"{what} {os.fspath(path)}: cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PathError(f"{what} {os.fspath(path)}: cannot be created: no permission to write in {parent}")

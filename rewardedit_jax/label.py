@@ -29,13 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-from rewardedit_jax.io import PathError, atomic_write_text
+from rewardedit_jax.io import PathError, atomic_write_text, check_creatable
 from rewardedit_jax.judge.cache import AnswerCache
 from rewardedit_jax.judge.client import JudgeFatalError, api_key_env_names, api_key_from_env
 from rewardedit_jax.judge.config import JudgeConfig
 from rewardedit_jax.judge.prompts import PromptSet
 from rewardedit_jax.judge.runner import EditItem, ItemResult, Judge, ProgressBar
-from rewardedit_jax.platforms import check_creatable
 
 log = logging.getLogger("rewardedit_jax.label")
 

@@ -55,28 +55,3 @@ def quiet_library_logs() -> None:
     errors: a command's own progress lines are what its user reads."""
     logging.getLogger("absl").setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def check_creatable(path: str | os.PathLike, what: str, *, file: bool = False) -> None:
-    """Raise :class:`rewardedit_jax.io.PathError`, one line naming ``what`` (the flag) and ``path``, unless
-    ``path`` exists or could be created: its nearest existing parent must be a folder this process may
-    write in (for a remote URL, its bucket must exist); with ``file``, ``path`` must not be a folder.
-    Nothing is created: a command calls this before its expensive work, so that an output that cannot be
-    written fails in seconds, not after hours."""
-    from rewardedit_jax.io import PathError, check_bucket, is_remote
-
-    if is_remote(path):
-        check_bucket(path)
-        return
-    target = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if file and os.path.isdir(target):
-        raise PathError(f"{what} {os.fspath(path)}: is a folder; give a file name")
-    if os.path.lexists(target):
-        return
-    parent = os.path.dirname(target)
-    while not os.path.lexists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise PathError(f"{what} {os.fspath(path)}: cannot be created: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PathError(f"{what} {os.fspath(path)}: cannot be created: no permission to write in {parent}")

@@ -14,7 +14,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from rewardedit_jax import platforms
+from rewardedit_jax.io import check_creatable
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file (configs/*.py).", lock_config=True
@@ -55,7 +55,7 @@ def main(argv) -> int:
     from rewardedit_jax.io import PathError
 
     try:  # the workdir is first written after the models are built: a bad one fails now instead
-        platforms.check_creatable(_WORKDIR.value, "--workdir")
+        check_creatable(_WORKDIR.value, "--workdir")
     except PathError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -19,8 +19,8 @@ import time
 from rewardedit_jax import hub
 from rewardedit_jax.convert import pipeline
 from rewardedit_jax.convert.weights import ConversionError, atomic_directory
-from rewardedit_jax.io import PathError, to_path
-from rewardedit_jax.platforms import check_creatable, quiet_library_logs
+from rewardedit_jax.io import PathError, check_creatable, to_path
+from rewardedit_jax.platforms import quiet_library_logs
 
 
 def _log(msg: str) -> None:

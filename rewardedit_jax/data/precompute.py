@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rewardedit_jax.platforms import check_creatable, quiet_library_logs
+from rewardedit_jax.io import check_creatable
+from rewardedit_jax.platforms import quiet_library_logs
 
 # The flags passed to rewardedit_jax.data.latent_cache.precompute as the keywords of the same names.
 _PRECOMPUTE_OPTIONS = (

@@ -21,8 +21,7 @@ from etils import epath
 
 from rewardedit_jax import cli, evaluators, hub, reference_metrics
 from rewardedit_jax.evaluators import BenchmarkEdit, EvaluationError, benchmark_resolution, resolve_benchmark
-from rewardedit_jax.io import PathError, check_bucket, is_remote, resolve, to_path
-from rewardedit_jax.platforms import check_creatable
+from rewardedit_jax.io import PathError, check_bucket, check_creatable, is_remote, resolve, to_path
 
 JUDGES = ("gpt", "oracle", "none")
 DEFAULT_JUDGE = {"real_edit": "gpt", "synthetic_edit": "oracle"}
