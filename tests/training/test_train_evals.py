@@ -331,20 +331,10 @@ def test_two_hosts_evaluate_on_process_0_while_the_other_waits(tmp_path, tiny_to
     assert [r["step"] for r in rows] == [2, 4]  # written once, by process 0
     assert sorted(p.name for p in (workdir / "eval").iterdir()) == ["2", "4"]
     # The same weights (checkpoint 4's EMA), edits and sampler settings through the CLI on one device.
-    results = evaluate(
-        workdir,
-        "synthetic_edit/tiny",
-        synthetic_data_dir,
-        tmp_path / "cli",
-        judge="oracle",
-        steps=2,
-        seed=42,
-        limit=3,
-        batch_size=2,
-        dtype="float32",
-        progress=False,
-        log=None,
-    )
+    sampling = dict(steps=2, seed=42, limit=3, batch_size=2, dtype="float32")  # EVALS_CONFIG's
+    quiet = dict(progress=False, log=None)
+    data = ("synthetic_edit/tiny", synthetic_data_dir)
+    results = evaluate(workdir, *data, tmp_path / "cli", judge="oracle", **sampling, **quiet)
     for p in PERSPECTIVES:
         assert rows[-1][f"eval/oracle/{p}_score"] == results["overall"][f"{p}_score"]
         assert rows[-1][f"eval/oracle/{p}_yes"] == results["overall"][f"{p}_yes"]
