@@ -8,6 +8,8 @@ from pathlib import Path
 from fixtures_sd import save_tiny_sd_components
 from fixtures_unet import IP2P_LIKE, REWARD_LIKE, make_torch_unet
 
+from rewardedit_jax.configs.sd15 import SD15_SCHEDULER
+
 # A two-level 8-channel U-Net whose cross-attention width is the tiny text encoder's (32): fast to compile.
 TWO_LEVEL_UNET = dict(
     IP2P_LIKE,
@@ -17,13 +19,6 @@ TWO_LEVEL_UNET = dict(
     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
 )
-SCHEDULER = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "steps_offset": 1,
-}
 
 
 def save_tiny_ip2p_pipeline(
@@ -52,7 +47,7 @@ def save_tiny_ip2p_pipeline(
         text_encoder=CLIPTextModel.from_pretrained(str(parts / "text_encoder")),
         tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")),
         unet=make_torch_unet(config, reward=reward, seed=seed if unet_seed is None else unet_seed),
-        scheduler=EulerAncestralDiscreteScheduler(**SCHEDULER),
+        scheduler=EulerAncestralDiscreteScheduler.from_config(SD15_SCHEDULER),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -63,3 +58,8 @@ def save_tiny_ip2p_pipeline(
         index["unet"] = ["rewardedit_jax.torch_compat", "RewardUNet2DConditionModel"]
         (dst / "model_index.json").write_text(json.dumps(index))
     return dst
+
+
+def save_tiny_two_level_pipeline(dst: Path, *, reward: bool = False) -> Path:
+    """The tests' usual tiny pipeline: ``TWO_LEVEL_UNET`` (weights seed 3) with the seed-0 components."""
+    return save_tiny_ip2p_pipeline(dst, reward=reward, unet=TWO_LEVEL_UNET, unet_seed=3)

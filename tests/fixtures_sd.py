@@ -7,7 +7,7 @@ read from a hub download. Weights are the libraries' default init plus seeded no
 
 Usage::
 
-    from fixtures_sd import save_tiny_text_encoder, save_tiny_tokenizer, save_tiny_vae  # tests/ on sys.path
+    from fixtures_sd import save_tiny_text_encoder, save_tiny_tokenizer, save_tiny_vae  # pytest pythonpath
     vae_config = save_tiny_vae(tmp_path / "vae")                  # diffusers vae/ folder
     te_config = save_tiny_text_encoder(tmp_path / "text_encoder")   # transformers text_encoder/ folder
     save_tiny_tokenizer(tmp_path / "tokenizer")                     # CLIP tokenizer/ folder (77 tokens)

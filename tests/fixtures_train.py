@@ -1,15 +1,18 @@
-"""Helpers for the training tests: the tiny config, running the CLI, reading metrics."""
+"""Helpers for the training and multi-process tests: the tiny config, running the CLI and multi-process
+jobs, reading metrics, small checkpoints."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "configs" / "test_tiny.py"
 
 
 def tiny_config(tokenizer: Path, data_dir: Path, **overrides):
@@ -31,18 +34,61 @@ def cli_args(config_overrides: dict) -> list[str]:
     return [f"--config.{k}={v}" for k, v in config_overrides.items()]
 
 
-def run_cli(workdir: Path, overrides: dict, *, env=None, timeout=600) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "rewardedit_jax.train",
-        "--config",
-        str(REPO / "configs" / "test_tiny.py"),
-        "--workdir",
-        str(workdir),
+def train_argv(workdir: Path, overrides: dict, *, config: Path = TINY_CONFIG) -> list[str]:
+    """The command line of ``python -m rewardedit_jax.train`` with ``--config.KEY=VALUE`` overrides."""
+    return [
+        *(sys.executable, "-m", "rewardedit_jax.train"),
+        *("--config", str(config), "--workdir", str(workdir)),
         *cli_args(overrides),
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def run_cli(workdir: Path, overrides: dict, *, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        train_argv(workdir, overrides), capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
+
+
+def start(argv: list[str], env: dict, **options) -> subprocess.Popen:
+    """``argv`` started in the checkout with text pipes for its stdout and stderr."""
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, **options
+    )
+
+
+def free_port() -> int:
+    """A TCP port of this machine that nothing listens on now (for a JAX coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_hosts(argv: list[str], env: dict, *, sep: str = "_", timeout: float = 600) -> list[str]:
+    """``argv`` as processes 0 and 1 of a two-process JAX job on this machine; asserts that both exit 0 and
+    returns their stderr. ``sep``: the separator of the CLI's flag words (``--num_processes`` or
+    ``--num-processes``)."""
+    port = free_port()
+    flags = [f"--coordinator{sep}address=127.0.0.1:{port}", f"--num{sep}processes=2"]
+    procs = [start([*argv, *flags, f"--process{sep}id={i}"], env) for i in range(2)]
+    errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    for p, err in zip(procs, errs):
+        assert p.returncode == 0, err[-3000:]
+    return errs
+
+
+def run_script(script: str, *args, devices: int, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -c script args...`` on ``devices`` CPU devices (the training tests' helpers importable);
+    asserts that it exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cpu_env(devices),
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def losses(workdir: Path) -> dict[int, float]:

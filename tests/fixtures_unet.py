@@ -35,6 +35,18 @@ SD2_LIKE = dict(
     flip_sin_to_cos=False,
     freq_shift=1,
 )
+# One level in pixel space (source and noisy RGB in, RGB out) under the tiny text encoder of fixtures_sd:
+# the model of the pure train step tests.
+PIXEL_LIKE = dict(
+    SD1_LIKE,
+    in_channels=6,
+    out_channels=3,
+    block_out_channels=(32,),
+    down_block_types=("CrossAttnDownBlock2D",),
+    up_block_types=("CrossAttnUpBlock2D",),
+    cross_attention_dim=32,
+    attention_head_dim=2,
+)
 IP2P_LIKE = dict(SD1_LIKE, in_channels=8, block_out_channels=(32, 48, 64), layers_per_block=2)
 # The reward variant needs GroupNorm(32) at block_out_channels[0] like SD (proj_deal uses norm_num_groups).
 REWARD_LIKE = dict(IP2P_LIKE, block_out_channels=(32, 64, 64), norm_num_groups=32, layers_per_block=1)

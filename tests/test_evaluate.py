@@ -2,22 +2,17 @@
 
 import json
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_pipeline import TWO_LEVEL_UNET, save_tiny_ip2p_pipeline
-from fixtures_real_edit import build_tiny_real_edit
 from fixtures_sd import save_tiny_tokenizer
 from fixtures_train import save_small_checkpoints
 from PIL import Image
 
 from rewardedit_jax import evaluate as ev
 from rewardedit_jax.data import synthetic
-
-REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -37,40 +32,11 @@ QUICK = dict(steps=2, compiler_options=FAST_COMPILE, progress=False, log=None)
 ORACLE = dict(judge="oracle", batch_size=4, limit=LIMIT, **QUICK)  # the first 6 edits, batches of 4 + 2
 
 
-def save_tiny_pipeline(root: Path, *, reward: bool = False) -> Path:
-    """A diffusers ``StableDiffusionInstructPix2PixPipeline`` folder (tiny, random; stock or reward U-Net)."""
-    return save_tiny_ip2p_pipeline(root / "pipeline", reward=reward, unet=TWO_LEVEL_UNET, unet_seed=3)
-
-
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_pipeline(tmp_path_factory.mktemp("evaluate_model"))
-
-
-@pytest.fixture(scope="module")
-def synthetic_data_dir(tmp_path_factory):
-    """A data_dir with `synthetic_edit/tiny` (16 test edits, 32x32), built in this process."""
-    from tfds_builders.synthetic_edit import synthetic_edit_dataset_builder
-
-    data_dir = tmp_path_factory.mktemp("evaluate_synthetic")
-    builder = synthetic_edit_dataset_builder.Builder(
-        config="tiny", data_dir=data_dir, file_format="array_record"
-    )
-    builder.download_and_prepare()
-    return data_dir
-
-
-@pytest.fixture(scope="module")
-def real_edit_data_dir(tmp_path_factory):
-    """A data_dir with a tiny `real_edit`: a wide photo (150x70, 1 edit), a square one (70x70, 2 edits)."""
-    return build_tiny_real_edit(tmp_path_factory.mktemp("evaluate_real_edit"))
-
-
-@pytest.fixture(scope="module")
-def oracle_run(model_dir, synthetic_data_dir, tmp_path_factory):
+def oracle_run(tiny_pipeline_dir, synthetic_data_dir, tmp_path_factory):
     """The first evaluation of the first 6 synthetic edits with the oracle judge: (out, results)."""
     out = tmp_path_factory.mktemp("evaluate_oracle") / "run"
-    results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
+    results = ev.evaluate(tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
     return out, results
 
 
@@ -124,7 +90,7 @@ def test_oracle_evaluation_writes_results_json_and_report(oracle_run):
 
 
 def test_rerun_reuses_every_edit_and_judgment_without_loading_the_model(
-    oracle_run, model_dir, synthetic_data_dir, monkeypatch, capsys
+    oracle_run, tiny_pipeline_dir, synthetic_data_dir, monkeypatch, capsys
 ):
     out, first = oracle_run
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
@@ -135,7 +101,7 @@ def test_rerun_reuses_every_edit_and_judgment_without_loading_the_model(
     monkeypatch.setattr("rewardedit_jax.convert.load_pipeline", no_model)
     argv = [
         "--model",
-        str(model_dir),
+        str(tiny_pipeline_dir),
         "--benchmark",
         "synthetic_edit/tiny",
         "--data-dir",
@@ -167,12 +133,14 @@ def test_rerun_reuses_every_edit_and_judgment_without_loading_the_model(
     assert seconds < 10.0
 
 
-def test_a_deleted_edit_is_generated_and_judged_again(oracle_run, model_dir, synthetic_data_dir, tmp_path):
+def test_a_deleted_edit_is_generated_and_judged_again(
+    oracle_run, tiny_pipeline_dir, synthetic_data_dir, tmp_path
+):
     out = tmp_path / "run"
     shutil.copytree(oracle_run[0], out)
     victim = sorted((out / "images").iterdir())[2]
     victim.unlink()
-    results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
+    results = ev.evaluate(tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
     run = results["run"]
     assert run["generated"] == 1 and run["reused_images"] == LIMIT - 1
     assert victim.is_file()
@@ -184,16 +152,18 @@ def test_a_deleted_edit_is_generated_and_judged_again(oracle_run, model_dir, syn
     images = sorted((out / "images").iterdir())
     assert images[0].read_bytes() != victim.read_bytes()
     victim.write_bytes(images[0].read_bytes())
-    results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
+    results = ev.evaluate(tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, out, **ORACLE)
     # A changed image is judged again.
     assert results["run"]["generated"] == 0 and results["run"]["judged"] == 1
     assert len(read_jsonl(out / "judgments.jsonl")) == lines + 1
 
 
-def test_other_generation_settings_in_the_same_folder_are_refused(oracle_run, model_dir, synthetic_data_dir):
+def test_other_generation_settings_in_the_same_folder_are_refused(
+    oracle_run, tiny_pipeline_dir, synthetic_data_dir
+):
     out = oracle_run[0]
     with pytest.raises(ev.EvaluationError, match=r"other settings \(steps 2 -> 3\)"):
-        ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **{**QUICK, "steps": 3})
+        ev.evaluate(tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, out, **{**QUICK, "steps": 3})
 
 
 def test_edits_of_an_earlier_checkpoint_of_a_workdir_are_refused(oracle_run, synthetic_data_dir, tmp_path):
@@ -215,14 +185,14 @@ def test_edits_of_an_earlier_checkpoint_of_a_workdir_are_refused(oracle_run, syn
         ev.evaluate(workdir / "checkpoints" / "200", "synthetic_edit", synthetic_data_dir, out, **ORACLE)
 
 
-def test_two_image_sizes_compile_exactly_twice(model_dir, real_edit_data_dir, tmp_path):
+def test_two_image_sizes_compile_exactly_twice(tiny_pipeline_dir, real_edit_data_dir, tmp_path):
     from rewardedit_jax.sampling import load_edit_image
 
     data_dir, manual = real_edit_data_dir
     out = tmp_path / "real"
     kwargs = {**QUICK, "steps": 1}  # 128x64 is slow to sample on a shared CPU
     results = ev.evaluate(
-        model_dir, "real_edit", data_dir, out, judge="none", resolution=64, batch_size=2, **kwargs
+        tiny_pipeline_dir, "real_edit", data_dir, out, judge="none", resolution=64, batch_size=2, **kwargs
     )
     # wide: 1 edit at 128x64, square: 2 edits at 64x64 (one batch each size; the padding of a partial batch
     # is covered by the oracle run: 6 edits in batches of 4 compile once).
@@ -251,44 +221,32 @@ def test_two_image_sizes_compile_exactly_twice(model_dir, real_edit_data_dir, tm
 
 
 def test_gpt_judge_goes_through_the_judge_api_and_its_cache(
-    oracle_run, model_dir, synthetic_data_dir, tmp_path, monkeypatch
+    oracle_run, tiny_pipeline_dir, synthetic_data_dir, tmp_path, judge_server, fake_key
 ):
-    from judge.chat_server import FAKE_KEY, JudgeServer
-
     from rewardedit_jax.judge import JudgeConfig
 
     out = tmp_path / "run"
     shutil.copytree(oracle_run[0], out)
-    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    server = JudgeServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        config = JudgeConfig(model="gpt-4o", base_url=server.base_url, concurrency=4, max_attempts=2)
-        kwargs = dict(judge="gpt", judge_config=config, batch_size=4, limit=LIMIT, **QUICK)
-        results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
-        assert len(server.requests) == 3 * LIMIT  # one request per (edit, perspective)
-        overall = results["overall"]
-        assert overall["following_yes"] == 1.0 and overall["quality_score"] == 4.5  # the server's answer
-        assert overall["failed"] == 0 and overall["n"] == LIMIT and "l1" in overall
-        assert results["config"]["judge_model"] == "gpt-4o" and results["run"]["judge"] == "gpt:gpt-4o"
-        assert (out / "judge-cache.sqlite").is_file()
-        assert sum(j["judge"] == "gpt:gpt-4o" for j in read_jsonl(out / "judgments.jsonl")) == LIMIT
-        server.reset()
-        again = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
-        assert server.requests == [] and again["run"]["reused_judgments"] == LIMIT
-        assert again["overall"] == results["overall"]
-    finally:
-        server.shutdown()
-        server.server_close()
+    config = JudgeConfig(model="gpt-4o", base_url=judge_server.base_url, concurrency=4, max_attempts=2)
+    kwargs = dict(judge="gpt", judge_config=config, batch_size=4, limit=LIMIT, **QUICK)
+    results = ev.evaluate(tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+    assert len(judge_server.requests) == 3 * LIMIT  # one request per (edit, perspective)
+    overall = results["overall"]
+    assert overall["following_yes"] == 1.0 and overall["quality_score"] == 4.5  # the server's answer
+    assert overall["failed"] == 0 and overall["n"] == LIMIT and "l1" in overall
+    assert results["config"]["judge_model"] == "gpt-4o" and results["run"]["judge"] == "gpt:gpt-4o"
+    assert (out / "judge-cache.sqlite").is_file()
+    assert sum(j["judge"] == "gpt:gpt-4o" for j in read_jsonl(out / "judgments.jsonl")) == LIMIT
+    judge_server.reset()
+    again = ev.evaluate(tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+    assert judge_server.requests == [] and again["run"]["reused_judgments"] == LIMIT
+    assert again["overall"] == results["overall"]
     for path in out.rglob("*"):
         if path.is_file():
-            assert FAKE_KEY.encode() not in path.read_bytes()
+            assert fake_key.encode() not in path.read_bytes()
 
 
-def test_clip_metrics_with_a_local_clip_model(oracle_run, model_dir, synthetic_data_dir, tmp_path):
+def test_clip_metrics_with_a_local_clip_model(oracle_run, tiny_pipeline_dir, synthetic_data_dir, tmp_path):
     from fixtures_sd import TINY_BOS_ID, TINY_EOS_ID, TINY_VOCAB_SIZE
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
@@ -313,18 +271,18 @@ def test_clip_metrics_with_a_local_clip_model(oracle_run, model_dir, synthetic_d
     out = tmp_path / "run"
     shutil.copytree(oracle_run[0], out)
     kwargs = dict(judge="none", batch_size=4, limit=LIMIT, clip_model=clip_dir, **QUICK)
-    results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+    results = ev.evaluate(tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
     for block in [results["overall"], *results["by_edit_type"].values()]:
         assert -1.0 <= block["clip_i"] <= 1.0 and -1.0 <= block["clip_t"] <= 1.0
         assert block["following_yes"] is None  # --judge none
     assert len(read_jsonl(out / "metrics.jsonl")) == LIMIT
-    again = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+    again = ev.evaluate(tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
     assert again["overall"] == results["overall"] and len(read_jsonl(out / "metrics.jsonl")) == LIMIT
     assert "CLIP-I" in (out / "report.html").read_text()
 
 
 def test_reference_metrics_with_a_local_dino_model(
-    oracle_run, model_dir, synthetic_data_dir, real_edit_data_dir, tmp_path, capsys
+    oracle_run, tiny_pipeline_dir, synthetic_data_dir, real_edit_data_dir, tmp_path, capsys
 ):
     """--dino-model: per-edit DINO similarity (and L1/L2) as PyTorch / numpy compute them on the written
     images, means per edit type in results.json, cached in metrics.jsonl; a bad folder: a one-line error
@@ -337,7 +295,7 @@ def test_reference_metrics_with_a_local_dino_model(
     out = tmp_path / "run"
     shutil.copytree(oracle_run[0], out)
     kwargs = dict(judge="none", batch_size=4, limit=LIMIT, dino_model=dino_dir, **QUICK)
-    results = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+    results = ev.evaluate(tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
     assert results["config"]["dino_model"] == str(dino_dir.resolve())
     assert json.loads((out / "results.json").read_text()) == results
 
@@ -371,7 +329,7 @@ def test_reference_metrics_with_a_local_dino_model(
             expected = np.mean([v[column] for v in values])
             assert block[key] == pytest.approx(expected, abs=2e-6), f"{edit_type} {key}"
     assert "DINO" in (out / "report.html").read_text()
-    again = ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
+    again = ev.evaluate(tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, out, **kwargs)
     assert again["overall"] == results["overall"] and len(read_jsonl(out / "metrics.jsonl")) == LIMIT
 
     # Through the CLI, a missing or non-DINO folder, or a benchmark without references, fails before anything
@@ -379,7 +337,7 @@ def test_reference_metrics_with_a_local_dino_model(
     (tmp_path / "clip").mkdir()
     (tmp_path / "clip" / "config.json").write_text(json.dumps({"model_type": "clip"}))
     fresh = tmp_path / "fresh"
-    common = ["--model", str(model_dir), "--out", str(fresh), "--judge", "none", "--no-progress"]
+    common = ["--model", str(tiny_pipeline_dir), "--out", str(fresh), "--judge", "none", "--no-progress"]
     capsys.readouterr()
     synthetic_args = [*common, "--benchmark", "synthetic_edit", "--data-dir", str(synthetic_data_dir)]
     assert ev.main([*synthetic_args, "--dino-model", str(tmp_path / "nope")]) == 2
@@ -401,24 +359,20 @@ def error_lines(capsys) -> list[str]:
 
 
 def test_user_errors_are_one_line(
-    model_dir, synthetic_data_dir, real_edit_data_dir, tmp_path, capsys, monkeypatch
+    tiny_pipeline_dir, synthetic_data_dir, real_edit_data_dir, tmp_path, capsys, monkeypatch
 ):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = str(tmp_path / "out")
+    model = ["--model", str(tiny_pipeline_dir)]
 
     def run(*args: str) -> int:
         return ev.main(["--out", out, "--no-progress", *args])
 
-    assert run("--model", str(model_dir), "--benchmark", "synthetic_edit", "--data-dir", str(empty)) == 2
+    assert run(*model, "--benchmark", "synthetic_edit", "--data-dir", str(empty)) == 2
     lines = error_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith(f"error: synthetic_edit is not built in {empty}; build it")
-    assert (
-        run(
-            "--model", str(model_dir), "--benchmark", "real_edit", "--data-dir", str(empty), "--judge", "none"
-        )
-        == 2
-    )
+    assert run(*model, "--benchmark", "real_edit", "--data-dir", str(empty), "--judge", "none") == 2
     assert error_lines(capsys) == [
         f"error: real_edit is not built in {empty}; build it with: tfds build tfds_builders/real_edit "
         f"--data_dir {empty} --file_format array_record"
@@ -430,32 +384,27 @@ def test_user_errors_are_one_line(
     )
     assert error_lines(capsys) == [f"error: {missing}: no such model folder"]
     real_dir = str(real_edit_data_dir[0])
-    assert (
-        run(
-            "--model", str(model_dir), "--benchmark", "real_edit", "--data-dir", real_dir, "--judge", "oracle"
-        )
-        == 2
-    )
+    assert run(*model, "--benchmark", "real_edit", "--data-dir", real_dir, "--judge", "oracle") == 2
     lines = error_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith(
         "error: --judge oracle needs the ground truth of synthetic_edit"
     )
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    assert (
-        run("--model", str(model_dir), "--benchmark", "real_edit", "--data-dir", real_dir) == 2
-    )  # default: gpt
+    assert run(*model, "--benchmark", "real_edit", "--data-dir", real_dir) == 2  # default: gpt
     assert error_lines(capsys) == [
         "error: --judge gpt needs an API key: set OPENAI_API_KEY (or use --judge none)"
     ]
-    args = ["--model", str(model_dir), "--benchmark", "synthetic_edit", "--data-dir", str(synthetic_data_dir)]
+    args = [*model, "--benchmark", "synthetic_edit", "--data-dir", str(synthetic_data_dir)]
     assert run(*args, "--reward", "5,5,5", "--limit", "1") == 2
     lines = error_lines(capsys)
-    assert lines[-1] == f"error: {model_dir} is not a reward model; --reward apply to reward models only"
+    assert (
+        lines[-1] == f"error: {tiny_pipeline_dir} is not a reward model; --reward apply to reward models only"
+    )
     assert run(*args, "--reward", "5,5") == 2
     assert "three comma-separated numbers" in error_lines(capsys)[-1]
     assert run(*args, "--reward-guidance", "1", "--limit", "1") == 2
     assert error_lines(capsys)[-1] == (
-        f"error: {model_dir} is not a reward model; --reward-guidance apply to reward models only"
+        f"error: {tiny_pipeline_dir} is not a reward model; --reward-guidance apply to reward models only"
     )
     assert run(*args, "--reward-guidance", "nan") == 2
     assert error_lines(capsys) == ["error: --reward-guidance must be a finite number; got nan"]
@@ -508,13 +457,17 @@ def record_sampler_calls(monkeypatch) -> list[dict]:
 
 
 def test_reward_model_gets_the_given_condition_and_the_best_for_the_rest(
-    synthetic_data_dir, tmp_path, monkeypatch
+    tiny_reward_pipeline_dir, synthetic_data_dir, tmp_path, monkeypatch
 ):
-    model = save_tiny_pipeline(tmp_path / "reward_model", reward=True)
     calls = record_sampler_calls(monkeypatch)
     kwargs = dict(judge="none", batch_size=1, limit=1, **{**QUICK, "steps": 1})
     results = ev.evaluate(
-        model, "synthetic_edit", synthetic_data_dir, tmp_path / "out", reward="4,5,3", **kwargs
+        tiny_reward_pipeline_dir,
+        "synthetic_edit",
+        synthetic_data_dir,
+        tmp_path / "out",
+        reward="4,5,3",
+        **kwargs,
     )
     # The feedback text was not given: the sampler's best default, recorded as such.
     assert results["config"]["reward_condition"] == {
@@ -525,13 +478,19 @@ def test_reward_model_gets_the_given_condition_and_the_best_for_the_rest(
     assert results["config"]["generation"]["reward"] == [4.0, 5.0, 3.0]
 
 
-def test_reward_guidance_reaches_the_sampler_and_is_recorded(synthetic_data_dir, tmp_path, monkeypatch):
-    model = save_tiny_pipeline(tmp_path / "reward_model", reward=True)
+def test_reward_guidance_reaches_the_sampler_and_is_recorded(
+    tiny_reward_pipeline_dir, synthetic_data_dir, tmp_path, monkeypatch
+):
     calls = record_sampler_calls(monkeypatch)
     kwargs = dict(judge="none", batch_size=1, limit=1, **{**QUICK, "steps": 1})
     guided = dict(reward_guidance=2.0, low_reward="1,1,1", low_feedback="The image is blurry.")
     results = ev.evaluate(
-        model, "synthetic_edit", synthetic_data_dir, tmp_path / "guided", **guided, **kwargs
+        tiny_reward_pipeline_dir,
+        "synthetic_edit",
+        synthetic_data_dir,
+        tmp_path / "guided",
+        **guided,
+        **kwargs,
     )
     assert calls[-1]["reward_guidance"] == 2.0 and calls[-1]["low_reward_scores"] == (1.0, 1.0, 1.0)
     assert calls[-1]["low_feedback"] == "The image is blurry."
@@ -542,7 +501,9 @@ def test_reward_guidance_reaches_the_sampler_and_is_recorded(synthetic_data_dir,
         "low_reward": [1.0, 1.0, 1.0],
         "low_feedback": "The image is blurry.",
     }
-    plain = ev.evaluate(model, "synthetic_edit", synthetic_data_dir, tmp_path / "plain", **kwargs)
+    plain = ev.evaluate(
+        tiny_reward_pipeline_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "plain", **kwargs
+    )
     assert "reward_guidance" not in calls[-1] and plain["config"]["generation"]["low_reward"] is None
     image = {run: next((tmp_path / run / "images").glob("*.png")).read_bytes() for run in ("guided", "plain")}
     assert image["guided"] != image["plain"]  # the same seed, pushed away from the low-reward branch
@@ -552,11 +513,13 @@ def test_reward_guidance_reaches_the_sampler_and_is_recorded(synthetic_data_dir,
     for key in ("reward_guidance", "low_reward", "low_feedback"):
         del saved["requested"][key]
     path.write_text(json.dumps(saved))
-    again = ev.evaluate(model, "synthetic_edit", synthetic_data_dir, tmp_path / "plain", **kwargs)
+    again = ev.evaluate(
+        tiny_reward_pipeline_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "plain", **kwargs
+    )
     assert again["run"]["reused_images"] == 1
     with pytest.raises(ev.EvaluationError, match=r"other settings \(reward_guidance 2.0 -> 3.0\)"):
         ev.evaluate(
-            model,
+            tiny_reward_pipeline_dir,
             "synthetic_edit",
             synthetic_data_dir,
             tmp_path / "guided",
@@ -566,7 +529,7 @@ def test_reward_guidance_reaches_the_sampler_and_is_recorded(synthetic_data_dir,
 
 
 def test_edit_i_is_seeded_with_seed_plus_i_unless_the_noise_is_shared(
-    model_dir, synthetic_data_dir, tmp_path, monkeypatch
+    tiny_pipeline_dir, synthetic_data_dir, tmp_path, monkeypatch
 ):
     calls = record_sampler_calls(monkeypatch)
 
@@ -575,13 +538,13 @@ def test_edit_i_is_seeded_with_seed_plus_i_unless_the_noise_is_shared(
 
     kwargs = dict(judge="none", batch_size=2, limit=3, **{**QUICK, "steps": 1})
     per_edit = ev.evaluate(
-        model_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "per_edit", seed=7, **kwargs
+        tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "per_edit", seed=7, **kwargs
     )
     assert seeds() == [[7, 8], [9, 9]]  # the default; the last batch is padded with its last edit
     assert per_edit["config"]["generation"]["seed_per_edit"] is True
     calls.clear()
     ev.evaluate(
-        model_dir,
+        tiny_pipeline_dir,
         "synthetic_edit",
         synthetic_data_dir,
         tmp_path / "one_seed",
@@ -600,10 +563,12 @@ def test_edit_i_is_seeded_with_seed_plus_i_unless_the_noise_is_shared(
     np.testing.assert_array_equal(image["per_edit", 2], image["one_seed", 2])
     assert not np.array_equal(image["per_edit", 0], image["one_seed", 0])
     with pytest.raises(ev.EvaluationError, match="seed_per_edit False -> True"):
-        ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "one_seed", seed=9, **kwargs)
+        ev.evaluate(
+            tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "one_seed", seed=9, **kwargs
+        )
     # The old --seed-per-edit names the default: the same settings, every edit reused.
     again = ev.evaluate(
-        model_dir,
+        tiny_pipeline_dir,
         "synthetic_edit",
         synthetic_data_dir,
         tmp_path / "per_edit",
@@ -614,7 +579,7 @@ def test_edit_i_is_seeded_with_seed_plus_i_unless_the_noise_is_shared(
     assert again["run"]["reused_images"] == 3
     with pytest.raises(ev.EvaluationError, match="--shared-noise and --seed-per-edit contradict"):
         ev.evaluate(
-            model_dir,
+            tiny_pipeline_dir,
             "synthetic_edit",
             synthetic_data_dir,
             tmp_path / "x",

@@ -2,15 +2,13 @@
 depend on the devices, the hosts or ``--batch-size``, and every edit draws its own noise by default."""
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_pipeline import TWO_LEVEL_UNET, save_tiny_ip2p_pipeline
-from fixtures_train import cpu_env
+from fixtures_train import cpu_env, run_two_hosts
 from PIL import Image
 
 from rewardedit_jax import evaluate as ev
@@ -25,37 +23,18 @@ LIMIT = 6
 BATCH = 2  # per device: 8 devices sample the 6 edits in one call of 16, one device in 3 calls of 2
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("parallel_model")
-    return save_tiny_ip2p_pipeline(root / "pipeline", unet=TWO_LEVEL_UNET, unet_seed=3)
-
-
-@pytest.fixture(scope="module")
-def synthetic_data_dir(tmp_path_factory):
-    """A data_dir with `synthetic_edit/tiny` (16 test edits, 32x32)."""
-    from tfds_builders.synthetic_edit import synthetic_edit_dataset_builder
-
-    data_dir = tmp_path_factory.mktemp("parallel_synthetic")
-    builder = synthetic_edit_dataset_builder.Builder(
-        config="tiny", data_dir=data_dir, file_format="array_record"
-    )
-    builder.download_and_prepare()
-    return data_dir
-
-
 def cli_env(devices: int) -> dict:
     env = cpu_env(devices)
     env["XLA_FLAGS"] += " --xla_backend_optimization_level=0"  # tiny models: compile time dominates
     return env
 
 
-def evaluate_argv(model_dir: Path, data_dir: Path, out: Path) -> list[str]:
+def evaluate_argv(model: Path, data_dir: Path, out: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
         "rewardedit_jax.evaluate",
-        *("--model", str(model_dir), "--benchmark", "synthetic_edit/tiny", "--data-dir", str(data_dir)),
+        *("--model", str(model), "--benchmark", "synthetic_edit/tiny", "--data-dir", str(data_dir)),
         *("--out", str(out), "--judge", "oracle", "--steps", "2", "--batch-size", str(BATCH)),
         *("--limit", str(LIMIT), "--no-progress"),
     ]
@@ -85,18 +64,18 @@ def without_devices(results: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_device(model_dir, synthetic_data_dir, tmp_path_factory):
+def one_device(tiny_pipeline_dir, synthetic_data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("parallel_one") / "run"
-    proc = run_evaluate(evaluate_argv(model_dir, synthetic_data_dir, out), devices=1)
+    proc = run_evaluate(evaluate_argv(tiny_pipeline_dir, synthetic_data_dir, out), devices=1)
     assert "(1 device)" in proc.stderr
     return out, json.loads((out / "results.json").read_text())
 
 
 def test_eight_devices_write_the_same_edits_and_results_as_one(
-    one_device, model_dir, synthetic_data_dir, tmp_path
+    one_device, tiny_pipeline_dir, synthetic_data_dir, tmp_path
 ):
     out = tmp_path / "eight"
-    proc = run_evaluate(evaluate_argv(model_dir, synthetic_data_dir, out), devices=8)
+    proc = run_evaluate(evaluate_argv(tiny_pipeline_dir, synthetic_data_dir, out), devices=8)
     assert "(8 devices)" in proc.stderr and f"batch {8 * BATCH} at 32x32" in proc.stderr  # sharded calls
     results = json.loads((out / "results.json").read_text())
     assert_same_edits(one_device[0], out)
@@ -107,28 +86,11 @@ def test_eight_devices_write_the_same_edits_and_results_as_one(
 
 
 def test_two_hosts_write_one_results_json_with_the_edits_of_one_device(
-    one_device, model_dir, synthetic_data_dir, tmp_path
+    one_device, tiny_pipeline_dir, synthetic_data_dir, tmp_path
 ):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "two_hosts"
-    argv = evaluate_argv(model_dir, synthetic_data_dir, out)
-    argv += ["--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2"]
-    procs = [
-        subprocess.Popen(
-            [*argv, "--process-id", str(i)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli_env(2),
-            cwd=REPO,
-        )
-        for i in range(2)
-    ]
-    errs = [p.communicate(timeout=300)[1] for p in procs]
-    for p, err in zip(procs, errs):
-        assert p.returncode == 0, err[-3000:]
+    argv = evaluate_argv(tiny_pipeline_dir, synthetic_data_dir, out)
+    errs = run_two_hosts(argv, cli_env(2), sep="-", timeout=300)
     assert "2 devices on each of 2 hosts" in errs[0]
     assert "wrote" in errs[0] and "results.json" in errs[0]  # process 0 judges and writes
     assert "process 1: generated its share" in errs[1] and "results.json" not in errs[1]
@@ -144,12 +106,12 @@ def test_two_hosts_write_one_results_json_with_the_edits_of_one_device(
 QUICK = dict(judge="none", steps=2, compiler_options=FAST_COMPILE, progress=False, log=None)
 
 
-def test_batch_size_does_not_change_the_edits(model_dir, synthetic_data_dir, tmp_path):
+def test_batch_size_does_not_change_the_edits(tiny_pipeline_dir, synthetic_data_dir, tmp_path):
     """Seeds come from the edit's index, not its place in a batch (per-device batches 1 and 3 here; see
     docs/evaluation.md for the float rounding of other batch shapes)."""
     for batch in (1, 3):
         ev.evaluate(
-            model_dir,
+            tiny_pipeline_dir,
             "synthetic_edit",
             synthetic_data_dir,
             tmp_path / f"b{batch}",
@@ -163,7 +125,9 @@ def test_batch_size_does_not_change_the_edits(model_dir, synthetic_data_dir, tmp
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
 
 
-def test_each_edit_draws_its_own_noise_unless_shared(model_dir, synthetic_data_dir, tmp_path, monkeypatch):
+def test_each_edit_draws_its_own_noise_unless_shared(
+    tiny_pipeline_dir, synthetic_data_dir, tmp_path, monkeypatch
+):
     """Edits 0 and 1 with the same source and instruction: different edits by default (seeds 42 and 43, as the
     official eval.py draws fresh noise for every edit), the same edit with ``shared_noise``."""
     from rewardedit_jax import data
@@ -189,7 +153,7 @@ def test_each_edit_draws_its_own_noise_unless_shared(model_dir, synthetic_data_d
     for shared in (False, True):
         out = tmp_path / f"shared_{shared}"
         results = ev.evaluate(
-            model_dir,
+            tiny_pipeline_dir,
             "synthetic_edit",
             synthetic_data_dir,
             out,
@@ -206,7 +170,7 @@ def test_each_edit_draws_its_own_noise_unless_shared(model_dir, synthetic_data_d
 
 
 def test_an_out_folder_the_other_hosts_do_not_write_to_is_a_one_line_error(
-    model_dir, synthetic_data_dir, tmp_path, monkeypatch
+    tiny_pipeline_dir, synthetic_data_dir, tmp_path, monkeypatch
 ):
     """Process 0 of two hosts whose partner wrote its share elsewhere (simulated: it never writes here)."""
     monkeypatch.setattr(parallel, "hosts", lambda: (2, 0))
@@ -214,7 +178,9 @@ def test_an_out_folder_the_other_hosts_do_not_write_to_is_a_one_line_error(
         r"lacks 3 edits other hosts made \(e\.g\. 0001_.*\.png\); --out must be a folder every host writes to"
     )
     with pytest.raises(ev.EvaluationError, match=message):
-        ev.evaluate(model_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "out", limit=LIMIT, **QUICK)
+        ev.evaluate(
+            tiny_pipeline_dir, "synthetic_edit", synthetic_data_dir, tmp_path / "out", limit=LIMIT, **QUICK
+        )
     assert len(list((tmp_path / "out" / "images").iterdir())) == LIMIT // 2  # host 0's share: edits 0, 2, 4
 
 

@@ -1,7 +1,8 @@
 """One process of the 2-process JAX CPU test (docs/sources.md, "Multi-process JAX on one CPU machine"):
 reads its shard, builds global arrays.
 
-Usage: python multiprocess_shards_worker.py PROCESS_ID PORT DATA_DIR OUT_JSON
+Usage: python multiprocess_shards_worker.py PROCESS_ID PORT OPTIONS_JSON OUT_JSON
+(OPTIONS_JSON: the keyword arguments of make_dataset but its shard, which comes from the process.)
 """
 
 import json
@@ -11,7 +12,7 @@ import jax
 import numpy as np
 
 
-def main(process_id: int, port: int, data_dir: str, out: str) -> None:
+def main(process_id: int, port: int, options: dict, out: str) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
     from jax.experimental import multihost_utils
@@ -20,16 +21,7 @@ def main(process_id: int, port: int, data_dir: str, out: str) -> None:
 
     mesh = jax.make_mesh((jax.device_count(),), ("data",))
     # shard_index / shard_count default to jax.process_index() / jax.process_count().
-    iterator = make_dataset(
-        "synthetic_edit/tiny",
-        "train",
-        data_dir=data_dir,
-        global_batch_size=8,
-        resolution=32,
-        seed=5,
-        num_epochs=1,
-        read_threads=0,
-    )
+    iterator = make_dataset("synthetic_edit/tiny", **options)
     local_indices, global_indices, global_shape = [], [], None
     for batch in iterator:
         local_indices += batch["record_index"].tolist()
@@ -49,4 +41,4 @@ def main(process_id: int, port: int, data_dir: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    main(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4])

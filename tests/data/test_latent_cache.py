@@ -1,13 +1,10 @@
 """The latent cache: cached values equal direct encodings, float16 error bound, reader semantics, no TF."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
-from fixtures_pipeline import save_tiny_ip2p_pipeline
+from fixtures_data import assert_batches_equal, assert_iterates_without_tensorflow
 
 from rewardedit_jax import convert
 from rewardedit_jax.data import images, latent_cache, pipeline, synthetic
@@ -19,8 +16,9 @@ FLOAT16_RTOL, FLOAT16_ATOL = 2.0**-11, 2.0**-25  # Round-to-nearest float16 (sub
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return save_tiny_ip2p_pipeline(tmp_path_factory.mktemp("model") / "pipe", seed=5)
+def model(tiny_pipeline_dir):
+    """The pipeline whose VAE and text encoder fill the caches."""
+    return tiny_pipeline_dir
 
 
 def build(model, data_dir, out, **kwargs):
@@ -44,14 +42,6 @@ def encoders(model):
 def read(cache_dir, **kwargs):
     options = dict(global_batch_size=8, seed=3, num_epochs=2, shard_index=0, shard_count=1, read_threads=0)
     return latent_cache.make_latent_dataset(cache_dir, **{**options, **kwargs})
-
-
-def assert_batches_equal(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.keys() == y.keys()
-        for key in x:
-            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
 
 
 def test_records_round_trip_without_pickle_and_refuse_what_they_cannot_store():
@@ -229,21 +219,15 @@ def test_process_shards_form_the_single_process_batches(cache):
 
 
 def test_reading_the_cache_does_not_import_tensorflow(cache):
-    code = textwrap.dedent(
+    assert_iterates_without_tensorflow(
         f"""
-        import sys
         from rewardedit_jax.data import make_latent_dataset
         iterator = make_latent_dataset(
             {str(cache)!r}, global_batch_size=8, shard_index=0, shard_count=1, num_epochs=1, read_threads=2
         )
-        batches = list(iterator)
-        assert len(batches) == 6, len(batches)
-        assert "tensorflow" not in sys.modules, sorted(m for m in sys.modules if m.startswith("tensorflow"))
-        print("ok")
-        """
+        """,
+        batches=6,
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
 def test_a_missing_cache_gives_a_clear_error(tmp_path):

@@ -2,16 +2,16 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import grain
 import jax
 import numpy as np
 import pytest
+from fixtures_data import assert_batches_equal, assert_iterates_without_tensorflow
+from fixtures_train import free_port
 
 from rewardedit_jax.data import pipeline, synthetic
 from rewardedit_jax.data.tokenize import WordTokenizer
@@ -27,29 +27,14 @@ TOKENIZER = WordTokenizer(
 WORKER = Path(__file__).with_name("multiprocess_shards_worker.py")
 
 
+# make_dataset's options in these tests (the two-process test reads 1 epoch, seeded 5, in each process).
+OPTIONS = dict(split="train", global_batch_size=8, resolution=32, seed=3, num_epochs=2, read_threads=0)
+
+
 def make(data_dir, **kwargs):
-    options = dict(
-        split="train",
-        data_dir=data_dir,
-        global_batch_size=8,
-        resolution=32,
-        tokenizer=TOKENIZER,
-        seed=3,
-        num_epochs=2,
-        shard_index=0,
-        shard_count=1,
-        read_threads=0,
-    )
-    options.update(kwargs)
-    return pipeline.make_dataset(DATASET, **options)
-
-
-def assert_batches_equal(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.keys() == y.keys()
-        for key in x:
-            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+    """This process's dataset (the whole split: one shard)."""
+    one_shard = dict(data_dir=data_dir, tokenizer=TOKENIZER, shard_index=0, shard_count=1)
+    return pipeline.make_dataset(DATASET, **{**OPTIONS, **one_shard, **kwargs})
 
 
 def test_batches_have_the_training_fields_shapes_and_ranges(synthetic_data_dir):
@@ -213,20 +198,12 @@ def test_a_custom_transform_replaces_the_image_transform(synthetic_data_dir):
 
 
 def test_two_jax_processes_read_disjoint_shards_that_cover_the_split(synthetic_data_dir, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
+    options = json.dumps({**OPTIONS, "data_dir": str(synthetic_data_dir), "seed": 5, "num_epochs": 1})
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                str(i),
-                str(port),
-                str(synthetic_data_dir),
-                str(tmp_path / f"p{i}.json"),
-            ],
+            [sys.executable, str(WORKER), str(i), str(port), options, str(tmp_path / f"p{i}.json")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -249,19 +226,13 @@ def test_two_jax_processes_read_disjoint_shards_that_cover_the_split(synthetic_d
 
 
 def test_reading_batches_does_not_import_tensorflow(synthetic_data_dir):
-    code = textwrap.dedent(
+    assert_iterates_without_tensorflow(
         f"""
-        import sys
         from rewardedit_jax.data import make_dataset
         iterator = make_dataset(
             {DATASET!r}, "train", data_dir={str(synthetic_data_dir)!r}, global_batch_size=8, resolution=32,
             shard_index=0, shard_count=1, num_epochs=1, read_threads=2,
         )
-        batches = list(iterator)
-        assert len(batches) == 6, len(batches)
-        assert "tensorflow" not in sys.modules, sorted(m for m in sys.modules if m.startswith("tensorflow"))
-        print("ok")
-        """
+        """,
+        batches=6,
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -5,31 +5,26 @@ import sqlite3
 
 from rewardedit_jax.judge.cache import AnswerCache, CachedAnswer, RequestIdentity
 
-IDENTITY = RequestIdentity(
-    model="gpt-4o",
-    prompt_version="v1",
-    mode="label",
-    perspective="following",
-    image_hashes=("a" * 64, "b" * 64),
-    instruction="make it red",
-    max_side=512,
-    detail="high",
-)
+# Every field of a request: (its value in IDENTITY, another value).
+FIELDS = {
+    "model": ("gpt-4o", "gpt-4o-mini"),
+    "prompt_version": ("v1", "v2"),
+    "mode": ("label", "eval"),
+    "perspective": ("following", "preserving"),
+    "image_hashes": (("a" * 64, "b" * 64), ("a" * 64, "c" * 64)),
+    "instruction": ("make it red", "make it blue"),
+    "max_side": (512, 768),
+    "detail": ("high", "low"),
+    "sent_size": (None, (512, 384)),  # None: left out of the key
+}
+IDENTITY = RequestIdentity(**{name: values[0] for name, values in FIELDS.items()})
 
 
 def test_key_changes_with_every_component_of_the_request():
-    changes = dict(
-        model="gpt-4o-mini",
-        prompt_version="v2",
-        mode="eval",
-        perspective="preserving",
-        image_hashes=("a" * 64, "c" * 64),
-        instruction="make it blue",
-        max_side=768,
-        detail="low",
-    )
-    keys = {IDENTITY.key} | {dataclasses.replace(IDENTITY, **{k: v}).key for k, v in changes.items()}
-    assert len(keys) == 1 + len(changes)
+    assert set(FIELDS) == {f.name for f in dataclasses.fields(RequestIdentity)}
+    changed = [dataclasses.replace(IDENTITY, **{name: values[1]}) for name, values in FIELDS.items()]
+    keys = {IDENTITY.key} | {identity.key for identity in changed}
+    assert len(keys) == 1 + len(FIELDS)
     assert dataclasses.replace(IDENTITY).key == IDENTITY.key
 
 

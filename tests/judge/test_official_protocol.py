@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_pipeline import TWO_LEVEL_UNET, save_tiny_ip2p_pipeline
-from fixtures_real_edit import build_tiny_real_edit
 from judge.chat_server import FAKE_KEY, Reply
 from PIL import Image
 
@@ -314,17 +312,15 @@ def test_a_changed_file_is_a_one_line_error_naming_it(tmp_path, perspective, edi
 
 
 @pytest.fixture(scope="module")
-def real_edit(tmp_path_factory):
-    """A tiny random IP2P pipeline and a tiny real_edit (a 150x70 photo with 1 edit, a 70x70 one with 2)
+def real_edit(tiny_pipeline_dir, real_edit_data_dir, tmp_path_factory):
+    """The tiny random IP2P pipeline and the tiny real_edit (a 150x70 photo with 1 edit, a 70x70 one with 2)
     whose edits are generated once at resolution 64 (128x64 and 64x64): (model, data_dir, out)."""
-    root = tmp_path_factory.mktemp("official_real_edit")
-    model = save_tiny_ip2p_pipeline(root / "pipeline", unet=TWO_LEVEL_UNET, unet_seed=3)
-    build_tiny_real_edit(root)
-    out = root / "run"
+    data_dir = real_edit_data_dir[0]
+    out = tmp_path_factory.mktemp("official_real_edit") / "run"
     ev.evaluate(
-        model,
+        tiny_pipeline_dir,
         "real_edit",
-        root / "data",
+        data_dir,
         out,
         judge="none",
         steps=1,
@@ -334,7 +330,7 @@ def real_edit(tmp_path_factory):
         progress=False,
         log=None,
     )
-    return model, root / "data", out
+    return tiny_pipeline_dir, data_dir, out
 
 
 def cli(model, data_dir, out, *args: str) -> int:

@@ -10,8 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from fixtures_sd import save_tiny_sd_components
-from fixtures_unet import IP2P_LIKE, make_torch_unet
 
 from rewardedit_jax.configs.sd15 import SD15_SCHEDULER
 from rewardedit_jax.convert.clip_text import load_diffusers_text_encoder
@@ -23,33 +21,11 @@ from rewardedit_jax.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
-TEXT_DIM = 32  # the tiny text encoder's hidden size (fixtures_sd)
 SCHEDULER_CONFIG = dict(SD15_SCHEDULER)  # the SD 1.5 training schedule
 INSTRUCTIONS = ["make the cat red", "turn it into a dog"]
 STEPS = 3
 RTOL = 1e-3
 FAST_COMPILE = {"xla_backend_optimization_level": 0}  # tiny models: compile time dominates on CPU
-
-
-# A two-level 8-channel U-Net (fast to compile); 32 channels at the first level so that the reward
-# modules' GroupNorm(32) applies.
-TINY_IP2P = dict(
-    IP2P_LIKE,
-    cross_attention_dim=TEXT_DIM,
-    block_out_channels=(32, 64),
-    layers_per_block=1,
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-)
-
-
-def save_tiny_ip2p(root, *, reward: bool = False):
-    """Tiny random SD components with an 8-channel (optionally reward) U-Net; returns the torch U-Net."""
-    save_tiny_sd_components(root)
-    config = dict(TINY_IP2P, norm_num_groups=32) if reward else TINY_IP2P
-    unet = make_torch_unet(config, reward=reward, seed=3)
-    unet.save_pretrained(str(root / "unet"))
-    return unet
 
 
 def flax_components(root):
@@ -59,18 +35,21 @@ def flax_components(root):
     return unet, vae, text_encoder, load_tokenizer(root / "tokenizer")
 
 
-def diffusers_pipeline(root, torch_unet, scheduler_cls, *, reward: bool = False):
-    from diffusers import AutoencoderKL, StableDiffusionInstructPix2PixPipeline
+def diffusers_pipeline(root, scheduler_cls, *, reward: bool = False):
+    """The diffusers (or, with ``reward``, the reward) InstructPix2Pix pipeline of the folder ``root``."""
+    from diffusers import AutoencoderKL, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from rewardedit_jax.torch_compat import RewardEditPipeline
+    from rewardedit_jax.torch_compat import RewardEditPipeline, RewardUNet2DConditionModel
 
     cls = RewardEditPipeline if reward else StableDiffusionInstructPix2PixPipeline
     pipe = cls(
         vae=AutoencoderKL.from_pretrained(str(root / "vae")).eval(),
         text_encoder=CLIPTextModel.from_pretrained(str(root / "text_encoder")).eval(),
         tokenizer=CLIPTokenizer.from_pretrained(str(root / "tokenizer")),
-        unet=torch_unet.eval(),
+        unet=(RewardUNet2DConditionModel if reward else UNet2DConditionModel).from_pretrained(
+            str(root / "unet")
+        ),
         scheduler=scheduler_cls.from_config(SCHEDULER_CONFIG),
         safety_checker=None,
         feature_extractor=None,
@@ -92,12 +71,24 @@ def torch_images(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(nhwc_to_nchw(images.astype(np.float32) / 255.0))
 
 
+def diffusers_latents(pipe, images: np.ndarray, noise: np.ndarray, **options) -> torch.Tensor:
+    """The final latents (NCHW) of ``pipe`` editing ``images`` by INSTRUCTIONS, STEPS steps from ``noise``."""
+    with torch.no_grad():
+        return pipe(
+            prompt=INSTRUCTIONS,
+            image=torch_images(images),
+            latents=torch.from_numpy(nhwc_to_nchw(noise)),
+            num_inference_steps=STEPS,
+            output_type="latent",
+            **options,
+        ).images
+
+
 class Stock:
-    """The tiny stock IP2P model: its folder, the torch U-Net, the Flax components, float32 samplers."""
+    """The tiny stock IP2P model: its folder, the Flax components, float32 samplers."""
 
     def __init__(self, root):
         self.root = root
-        self.torch_unet = save_tiny_ip2p(root)
         self.components = flax_components(root)
         self._samplers = {}
 
@@ -110,18 +101,17 @@ class Stock:
 
 
 @pytest.fixture(scope="module")
-def stock(tmp_path_factory):
-    return Stock(tmp_path_factory.mktemp("ip2p"))
+def stock(tiny_pipeline_dir):
+    return Stock(tiny_pipeline_dir)
 
 
 @pytest.fixture(scope="module")
-def reward(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reward_ip2p")
-    torch_unet = save_tiny_ip2p(root, reward=True)
+def reward(tiny_reward_pipeline_dir):
+    root = tiny_reward_pipeline_dir
     components = flax_components(root)
     assert components[0].has_reward
     sampler = EditSampler(*components, SCHEDULER_CONFIG, scheduler="euler", compiler_options=FAST_COMPILE)
-    return root, torch_unet, sampler
+    return root, sampler
 
 
 @pytest.mark.parametrize("scheduler", ["euler", "ddim"])
@@ -129,18 +119,10 @@ def test_sampler_matches_diffusers_instruct_pix2pix_pipeline(stock, scheduler):
     from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
     scheduler_cls = {"euler": EulerDiscreteScheduler, "ddim": DDIMScheduler}[scheduler]
-    pipe = diffusers_pipeline(stock.root, stock.torch_unet, scheduler_cls)
+    pipe = diffusers_pipeline(stock.root, scheduler_cls)
     images, noise = make_inputs()
+    ref_latents = diffusers_latents(pipe, images, noise, guidance_scale=7.5, image_guidance_scale=1.5)
     with torch.no_grad():
-        ref_latents = pipe(
-            prompt=INSTRUCTIONS,
-            image=torch_images(images),
-            latents=torch.from_numpy(nhwc_to_nchw(noise)),
-            guidance_scale=7.5,
-            image_guidance_scale=1.5,
-            num_inference_steps=STEPS,
-            output_type="latent",
-        ).images
         decoded = pipe.vae.decode(ref_latents / pipe.vae.config.scaling_factor).sample
         ref_images = pipe.image_processor.postprocess(decoded, output_type="np")
 
@@ -161,18 +143,9 @@ def test_unguided_sampling_matches_diffusers_single_branch(stock):
     """With g_text <= 1 diffusers runs one (text, image) branch; so does the sampler."""
     from diffusers import EulerDiscreteScheduler
 
-    pipe = diffusers_pipeline(stock.root, stock.torch_unet, EulerDiscreteScheduler)
+    pipe = diffusers_pipeline(stock.root, EulerDiscreteScheduler)
     images, noise = make_inputs()
-    with torch.no_grad():
-        ref = pipe(
-            prompt=INSTRUCTIONS,
-            image=torch_images(images),
-            latents=torch.from_numpy(nhwc_to_nchw(noise)),
-            num_inference_steps=STEPS,
-            guidance_scale=1.0,
-            image_guidance_scale=1.5,
-            output_type="latent",
-        ).images.numpy()
+    ref = diffusers_latents(pipe, images, noise, guidance_scale=1.0, image_guidance_scale=1.5).numpy()
     sampler = stock.sampler("euler")
     out = sampler(
         images, INSTRUCTIONS, num_steps=STEPS, text_guidance=1.0, image_guidance=1.5, initial_noise=noise
@@ -186,20 +159,11 @@ def test_unguided_sampling_matches_diffusers_single_branch(stock):
 def test_reward_sampler_matches_the_torch_reward_pipeline(reward):
     from diffusers import EulerDiscreteScheduler
 
-    root, torch_unet, sampler = reward
-    pipe = diffusers_pipeline(root, torch_unet, EulerDiscreteScheduler, reward=True)
+    root, sampler = reward
+    pipe = diffusers_pipeline(root, EulerDiscreteScheduler, reward=True)
     images, noise = make_inputs()
     scores = (4.0, 2.5, 5.0)
-    with torch.no_grad():
-        ref = pipe(
-            prompt=INSTRUCTIONS,
-            image=torch_images(images),
-            reward_scores=scores,
-            feedback="None; blurry; None",
-            num_inference_steps=STEPS,
-            latents=torch.from_numpy(nhwc_to_nchw(noise)),
-            output_type="latent",
-        ).images.numpy()
+    ref = diffusers_latents(pipe, images, noise, reward_scores=scores, feedback="None; blurry; None").numpy()
     out = sampler(
         images,
         INSTRUCTIONS,
@@ -214,7 +178,7 @@ def test_reward_sampler_matches_the_torch_reward_pipeline(reward):
 
 
 def test_reward_condition_changes_the_edit_and_zero_reward_guidance_changes_nothing(reward):
-    _, _, sampler = reward
+    _, sampler = reward
     images, noise = make_inputs()
     run = dict(num_steps=STEPS, initial_noise=noise)
     best = sampler(images, INSTRUCTIONS, **run)  # default condition: 5, 5, 5 and "None; None; None"

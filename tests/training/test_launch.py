@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_train import REPO, cli_args, cpu_env, losses, run_cli
+from fixtures_train import REPO, TINY_CONFIG, cli_args, cpu_env, losses, run_cli, start
 
 LAUNCH = REPO / "launch"
 
 # Arguments a shell would mangle if the scripts pasted them unquoted: spaces, quotes, $, backticks, &&, ;.
+# `gcloud compute tpus tpu-vm ssh` of the pod my-tpu, every worker (before --command).
+POD_SSH = ["compute", "tpus", "tpu-vm", "ssh", "my-tpu", "--zone", "us-east5-a", "--worker=all"]
 TRICKY = ["--config.data.data_dir=gs://bucket/tf ds", "--config.note=it's $HOME `id` && echo x; y|z"]
 
 
@@ -53,6 +55,14 @@ def _run(script: str, *args: str, env: dict, timeout: float = 60) -> subprocess.
     )
 
 
+def _assert_usage_error(returncode: int, stdout: str, stderr: str, usage: str, message: str) -> None:
+    """Exit status 2, nothing on stdout, one line on stderr: ``usage: launch/USAGE...`` naming the problem."""
+    assert returncode == 2, stderr
+    assert stdout == ""
+    [line] = stderr.splitlines()
+    assert line.startswith(f"usage: launch/{usage}") and message in line
+
+
 def _trainer_argv(config: str, workdir: str, overrides: list[str]) -> list[str]:
     return ["-m", "rewardedit_jax.train", "--config", config, "--workdir", workdir, *overrides]
 
@@ -73,18 +83,7 @@ def test_tpu_pod_dry_run_prints_the_gcloud_command_and_what_each_worker_runs(tmp
     assert out.stderr == ""
     first, *workers = out.stdout.splitlines()
     gcloud = shlex.split(first)
-    assert gcloud[:-1] == [
-        "gcloud",
-        "compute",
-        "tpus",
-        "tpu-vm",
-        "ssh",
-        "my-tpu",
-        "--zone",
-        "us-east5-a",
-        "--worker=all",
-        "--command",
-    ]
+    assert gcloud[:-1] == ["gcloud", *POD_SSH, "--command"]
     remote = gcloud[-1]
     assert workers == [f"worker {i}: {remote}" for i in range(4)]
     # What a worker's shell does with the command: cd into the checkout, then run exactly this argv.
@@ -108,19 +107,7 @@ def test_tpu_pod_runs_gcloud_with_the_dry_run_command_and_expands_the_default_re
     real = _run("tpu_pod.sh", *args, env=_script_env(_fake_commands(tmp_path, "gcloud", record=True)))
     assert real.returncode == 0, real.stderr
     _, gcloud = _recorded(tmp_path, "gcloud")
-    assert gcloud == [
-        "compute",
-        "tpus",
-        "tpu-vm",
-        "ssh",
-        "my-tpu",
-        "--zone",
-        "us-east5-a",
-        "--worker=all",
-    ] + [
-        "--command",
-        remote,
-    ]
+    assert gcloud == [*POD_SSH, "--command", remote]
     # The worker's home, not this machine's, holds the checkout.
     home = tmp_path / "worker home"
     (home / "rewardedit-jax").mkdir(parents=True)
@@ -144,10 +131,9 @@ def test_tpu_pod_runs_gcloud_with_the_dry_run_command_and_expands_the_default_re
 )
 def test_tpu_pod_bad_arguments_exit_2_with_a_usage_line(tmp_path, args, env, message):
     out = _run("tpu_pod.sh", *args, env=_script_env(_fake_commands(tmp_path, "gcloud"), **env))
-    assert out.returncode == 2, out.stderr
-    assert out.stdout == ""
-    [line] = out.stderr.splitlines()
-    assert line.startswith("usage: launch/tpu_pod.sh TPU_NAME ZONE CONFIG WORKDIR") and message in line
+    _assert_usage_error(
+        out.returncode, out.stdout, out.stderr, "tpu_pod.sh TPU_NAME ZONE CONFIG WORKDIR", message
+    )
 
 
 # --- SLURM --------------------------------------------------------------------------------------------------
@@ -193,10 +179,7 @@ def test_slurm_runs_srun_with_the_trainer_argv(tmp_path):
 )
 def test_slurm_bad_arguments_exit_2_with_a_usage_line(tmp_path, args, env, message):
     out = _run("slurm_gpu.sbatch", *args, env=_script_env(_fake_commands(tmp_path, "srun"), **env))
-    assert out.returncode == 2, out.stderr
-    assert out.stdout == ""
-    [line] = out.stderr.splitlines()
-    assert line.startswith("usage: launch/slurm_gpu.sbatch CONFIG WORKDIR") and message in line
+    _assert_usage_error(out.returncode, out.stdout, out.stderr, "slurm_gpu.sbatch CONFIG WORKDIR", message)
 
 
 # --- local multi-process ------------------------------------------------------------------------------------
@@ -204,15 +187,7 @@ def test_slurm_bad_arguments_exit_2_with_a_usage_line(tmp_path, args, env, messa
 
 def _start_local(args: list[str], env: dict) -> subprocess.Popen:
     # Its own session, so that a test that fails can kill the script together with its processes.
-    return subprocess.Popen(
-        [str(LAUNCH / "local_multiprocess.sh"), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-        start_new_session=True,
-    )
+    return start([str(LAUNCH / "local_multiprocess.sh"), *args], env, start_new_session=True)
 
 
 def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
@@ -224,18 +199,17 @@ def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
         raise
 
 
-def test_two_local_processes_match_one_process(tmp_path, tiny_tokenizer, synthetic_dir):
+def test_two_local_processes_match_one_process(tmp_path, tiny_tokenizer, synthetic_data_dir):
     overrides = {
         "model.tokenizer": tiny_tokenizer,
-        "data.data_dir": synthetic_dir,
+        "data.data_dir": synthetic_data_dir,
         "total_steps": 4,
         "log_every_steps": 1,
         "checkpoint_every_steps": 4,
     }
     one = run_cli(tmp_path / "one", overrides, env=cpu_env(4))
     assert one.returncode == 0, one.stderr[-2000:]
-    config = str(REPO / "configs" / "test_tiny.py")
-    args = ["2", "2", "--config", config, "--workdir", str(tmp_path / "two"), *cli_args(overrides)]
+    args = ["2", "2", "--config", str(TINY_CONFIG), "--workdir", str(tmp_path / "two"), *cli_args(overrides)]
     proc = _start_local(args, {**cpu_env(1), "PYTHON": sys.executable})
     _, err = _communicate(proc, timeout=600)
     assert proc.returncode == 0, err[-3000:]
@@ -316,8 +290,5 @@ def test_local_sigterm_is_passed_on_to_every_process(tmp_path):
 def test_local_bad_arguments_exit_2_with_a_usage_line(tmp_path, args, message):
     proc = _start_local(args, _fake_trainer_env(tmp_path))
     out, err = _communicate(proc, timeout=30)
-    assert proc.returncode == 2, err
-    assert out == ""
-    [line] = err.splitlines()
-    assert line.startswith("usage: launch/local_multiprocess.sh NUM_PROCESSES") and message in line
+    _assert_usage_error(proc.returncode, out, err, "local_multiprocess.sh NUM_PROCESSES", message)
     assert not list(tmp_path.glob("pid-*"))

@@ -171,9 +171,9 @@ RUN = {
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, tiny_tokenizer, synthetic_dir) -> Path:
+def uninterrupted(tmp_path_factory, tiny_tokenizer, synthetic_data_dir) -> Path:
     workdir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    config = tiny_config(tiny_tokenizer, synthetic_dir, **{**RUN, "keep_checkpoints": 4})  # 10 ... 16
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir, **{**RUN, "keep_checkpoints": 4})  # 10 ... 16
     trainer.train_and_evaluate(config, workdir)
     return workdir
 
@@ -194,7 +194,7 @@ def _max_abs_difference(a: Path, b: Path, *, ema: bool) -> float:
 
 
 def test_training_resumes_past_damaged_checkpoints_and_matches_an_uninterrupted_run(
-    uninterrupted, tmp_path, caplog, tiny_tokenizer, synthetic_dir
+    uninterrupted, tmp_path, caplog, tiny_tokenizer, synthetic_data_dir
 ):
     from rewardedit_jax import convert
 
@@ -217,7 +217,7 @@ def test_training_resumes_past_damaged_checkpoints_and_matches_an_uninterrupted_
         convert.load_model_component(ckpt / "14", "unet")
 
     caplog.clear()
-    config = tiny_config(tiny_tokenizer, synthetic_dir, **RUN)
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir, **RUN)
     with caplog.at_level(logging.INFO):
         result = trainer.train_and_evaluate(config, workdir)
     messages = [r.getMessage() for r in caplog.records]
@@ -292,7 +292,7 @@ def _kill(proc, kind: str, *, rng, log_path: Path, ckpt: Path, resume: int, star
 
 @pytest.mark.heavy
 def test_sigkill_at_random_moments_then_restarts_resume_exactly(
-    uninterrupted, tmp_path, tiny_tokenizer, synthetic_dir
+    uninterrupted, tmp_path, tiny_tokenizer, synthetic_data_dir
 ):
     """11 seeded SIGKILLs of the training CLI (see ``_kill``): at a random time while it starts (imports,
     models, restore, compilation), a random time after a step is logged, and right after an asynchronous
@@ -305,7 +305,7 @@ def test_sigkill_at_random_moments_then_restarts_resume_exactly(
     every, total = RUN["checkpoint_every_steps"], RUN["total_steps"]
     workdir = tmp_path / "run"
     ckpt = workdir / "checkpoints"
-    overrides = {"model.tokenizer": tiny_tokenizer, "data.data_dir": synthetic_dir, **RUN}
+    overrides = {"model.tokenizer": tiny_tokenizer, "data.data_dir": synthetic_data_dir, **RUN}
     cmd = [sys.executable, "-m", "rewardedit_jax.train", "--config", str(REPO / "configs" / "test_tiny.py")]
     cmd += ["--workdir", str(workdir), *cli_args(overrides)]
     history = []  # per kill: kind, the complete checkpoints then, whether a save was in flight

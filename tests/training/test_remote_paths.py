@@ -43,9 +43,9 @@ def gcs():
 
 
 @pytest.fixture(scope="module")
-def remote_inputs(gcs, tiny_tokenizer, synthetic_dir):
+def remote_inputs(gcs, tiny_tokenizer, synthetic_data_dir):
     """(the built synthetic_edit/tiny data_dir, the tokenizer folder), both copied to GCS."""
-    return gcs.upload_tree(synthetic_dir, "tfds"), gcs.upload_tree(tiny_tokenizer, "tokenizer")
+    return gcs.upload_tree(synthetic_data_dir, "tfds"), gcs.upload_tree(tiny_tokenizer, "tokenizer")
 
 
 @pytest.fixture(scope="module")

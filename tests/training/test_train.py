@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -14,7 +12,17 @@ import jax
 import numpy as np
 import pytest
 from fixtures_events import tensorboard_scalars, wandb_history, wandb_run_files
-from fixtures_train import REPO, cpu_env, losses, run_cli, tiny_config, wait_for_step
+from fixtures_train import (
+    cpu_env,
+    losses,
+    run_cli,
+    run_script,
+    run_two_hosts,
+    start,
+    tiny_config,
+    train_argv,
+    wait_for_step,
+)
 
 from rewardedit_jax.training import trainer
 from rewardedit_jax.training.sharding import ConfigError
@@ -34,10 +42,10 @@ def _overrides(tokenizer, data_dir, **extra):
 
 
 @pytest.fixture(scope="module")
-def stage1(tmp_path_factory, tiny_tokenizer, synthetic_dir):
+def stage1(tmp_path_factory, tiny_tokenizer, synthetic_data_dir):
     """An uninterrupted 8-step run (checkpoints at 4 and 8), in this process."""
     workdir = tmp_path_factory.mktemp("stage1") / "run"
-    config = tiny_config(tiny_tokenizer, synthetic_dir, log_every_steps=1, log_data_order=True)
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir, log_every_steps=1, log_data_order=True)
     result = trainer.train_and_evaluate(config, workdir)
     return workdir, result
 
@@ -58,24 +66,15 @@ def test_loss_falls_and_metrics_are_written(stage1):
     assert result["step"] == 8
 
 
-def test_resume_after_sigterm_matches_an_uninterrupted_run(stage1, tmp_path, tiny_tokenizer, synthetic_dir):
+def test_resume_after_sigterm_matches_an_uninterrupted_run(
+    stage1, tmp_path, tiny_tokenizer, synthetic_data_dir
+):
     workdir_a, result_a = stage1
     workdir_b = tmp_path / "run"
-    overrides = _overrides(tiny_tokenizer, synthetic_dir, log_every_steps=1, log_data_order=True)
+    overrides = _overrides(tiny_tokenizer, synthetic_data_dir, log_every_steps=1, log_data_order=True)
     # The interrupted half keeps its 4-D kernels (O, H, W, I)-major (the GPU default): its checkpoint
     # holds the same arrays, and the default-layout second half resumes from it exactly.
-    cmd = [
-        sys.executable,
-        "-m",
-        "rewardedit_jax.train",
-        "--config",
-        str(REPO / "configs" / "test_tiny.py"),
-        "--workdir",
-        str(workdir_b),
-    ] + [f"--config.{k}={v}" for k, v in {**overrides, "state_layout": "conv_ohwi"}.items()]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cpu_env(1), cwd=REPO
-    )
+    proc = start(train_argv(workdir_b, {**overrides, "state_layout": "conv_ohwi"}), cpu_env(1))
     wait_for_step(workdir_b, 3, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
@@ -134,29 +133,14 @@ SHARDED_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_training_follows_single_device_and_shards_parameters(
-    tmp_path, tiny_tokenizer, synthetic_dir
+    tmp_path, tiny_tokenizer, synthetic_data_dir
 ):
     overrides = _overrides(
-        tiny_tokenizer, synthetic_dir, total_steps=4, log_every_steps=1, checkpoint_every_steps=4
+        tiny_tokenizer, synthetic_data_dir, total_steps=4, log_every_steps=1, checkpoint_every_steps=4
     )
     single = run_cli(tmp_path / "single", overrides, env=cpu_env(1))
     assert single.returncode == 0, single.stderr[-2000:]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SHARDED_SCRIPT,
-            str(tiny_tokenizer),
-            str(synthetic_dir),
-            str(tmp_path / "sharded"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=cpu_env(8),
-        cwd=REPO / "tests" / "training",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_script(SHARDED_SCRIPT, tiny_tokenizer, synthetic_data_dir, tmp_path / "sharded", devices=8)
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["devices"] == 8
     assert "fsdp" in info["kernel_spec"] and "fsdp" in info["mu_spec"]
@@ -168,52 +152,23 @@ def test_sharded_training_follows_single_device_and_shards_parameters(
         assert abs(a[step] - b[step]) <= 1e-5 * max(1.0, abs(a[step])), (step, a[step], b[step])
 
 
-def test_two_hosts_match_one_host_and_write_one_checkpoint(tmp_path, tiny_tokenizer, synthetic_dir):
-    import socket
-
+def test_two_hosts_match_one_host_and_write_one_checkpoint(tmp_path, tiny_tokenizer, synthetic_data_dir):
     overrides = _overrides(
-        tiny_tokenizer, synthetic_dir, total_steps=4, log_every_steps=1, checkpoint_every_steps=4
+        tiny_tokenizer, synthetic_data_dir, total_steps=4, log_every_steps=1, checkpoint_every_steps=4
     )
     one = run_cli(tmp_path / "one", overrides, env=cpu_env(4))
     assert one.returncode == 0, one.stderr[-2000:]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = [
-        sys.executable,
-        "-m",
-        "rewardedit_jax.train",
-        "--config",
-        str(REPO / "configs" / "test_tiny.py"),
-        "--workdir",
-        str(tmp_path / "two"),
-        f"--coordinator_address=127.0.0.1:{port}",
-        "--num_processes=2",
-    ]
     # The two hosts keep the GPU default state layout (4-D kernels (O, H, W, I)-major): the relayout of
     # global arrays and the checkpoint of process 0 work across processes.
-    base += [f"--config.{k}={v}" for k, v in {**overrides, "state_layout": "conv_ohwi"}.items()]
+    overrides = {**overrides, "state_layout": "conv_ohwi"}
     # W&B too, offline, when installed: like the other metrics, logged by process 0 only.
     with_wandb = importlib.util.find_spec("wandb") is not None
-    base += [f"--config.metrics.wandb.enabled={with_wandb}"]
+    overrides["metrics.wandb.enabled"] = with_wandb
     wandb_dir = tmp_path / "wandb"
     wandb_dir.mkdir()
     env = {**cpu_env(2), "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true"}
-    procs = [
-        subprocess.Popen(
-            base + [f"--process_id={i}"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=REPO,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    assert "train state layout: conv_ohwi" in outs[0][1]  # logged by process 0
+    errs = run_two_hosts(train_argv(tmp_path / "two", overrides), env)
+    assert "train state layout: conv_ohwi" in errs[0]  # logged by process 0
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]  # one metrics.jsonl row per step: process 0 wrote it
     assert len(list((tmp_path / "two" / "tensorboard").iterdir())) == 1
@@ -237,7 +192,9 @@ def test_two_hosts_match_one_host_and_write_one_checkpoint(tmp_path, tiny_tokeni
     assert np.linalg.norm(one - two) <= 1e-4 * np.linalg.norm(one)
 
 
-def test_stage2_starts_from_a_stage1_workdir_and_from_a_diffusers_folder(stage1, tmp_path, synthetic_dir):
+def test_stage2_starts_from_a_stage1_workdir_and_from_a_diffusers_folder(
+    stage1, tmp_path, synthetic_data_dir
+):
     from flax import nnx
 
     from rewardedit_jax import convert
@@ -247,7 +204,9 @@ def test_stage2_starts_from_a_stage1_workdir_and_from_a_diffusers_folder(stage1,
     stage1_unet = convert.load_model_component(workdir, "unet")[0]  # EMA weights
     assert convert_main(["export", str(workdir), str(tmp_path / "exported")]) == 0
     for source in (workdir, tmp_path / "exported"):
-        config = tiny_config("", synthetic_dir, total_steps=1, learning_rate=0.0, checkpoint_every_steps=1)
+        config = tiny_config(
+            "", synthetic_data_dir, total_steps=1, learning_rate=0.0, checkpoint_every_steps=1
+        )
         config.init_from = str(source)
         config.reward.enabled = True
         out = tmp_path / f"stage2-{source.name}"
@@ -271,32 +230,32 @@ def _expect_config_error(config, match, tmp_path):
     assert not (tmp_path / "bad" / "checkpoints").exists()
 
 
-def test_bad_configs_fail_before_compilation(tmp_path, tiny_tokenizer, synthetic_dir):
-    config = tiny_config(tiny_tokenizer, synthetic_dir, batch_size=6, grad_accum_steps=4)
+def test_bad_configs_fail_before_compilation(tmp_path, tiny_tokenizer, synthetic_data_dir):
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir, batch_size=6, grad_accum_steps=4)
     _expect_config_error(config, "batch_size=6 is not divisible", tmp_path)
-    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir)
     config.unlock()
     config.learning_rte = 1e-4
     _expect_config_error(config, "unknown config key config.learning_rte", tmp_path)
     config = tiny_config(tiny_tokenizer, tmp_path / "no_data")
     _expect_config_error(config, "config.data.name: cannot open 'synthetic_edit/tiny'", tmp_path)
-    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir)
     config.init_from = str(tmp_path / "no_weights")
     _expect_config_error(config, "config.init_from: .*no_weights does not exist", tmp_path)
-    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir)
     config.model.scheduler = {"beta_schedule": "cosine"}
     _expect_config_error(config, "config.model.scheduler: unsupported beta_schedule 'cosine'", tmp_path)
-    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir)
     config.timesteps.high_noise_fraction = 1.5
     match = r"config.timesteps.high_noise_fraction must be in \[0, 1\], got 1.5"
     _expect_config_error(config, match, tmp_path)
-    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir)
     config.timesteps.high_noise_from = 1000
     _expect_config_error(config, r"config.timesteps.high_noise_from must be in \[0, 1000\)", tmp_path)
-    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir)
     config.model.prediction_type = "sample"
     _expect_config_error(config, "config.model.prediction_type must be", tmp_path)
-    config = tiny_config(tiny_tokenizer, synthetic_dir)
+    config = tiny_config(tiny_tokenizer, synthetic_data_dir)
     config.state_layout = "nchw"
     match = "config.state_layout must be one of auto, default, conv_ohwi, got 'nchw'"
     _expect_config_error(config, match, tmp_path)
@@ -330,10 +289,10 @@ def test_relayout_moves_4d_leaves_to_the_conv_layout_and_frees_the_old_copies():
     assert shard_lib.state_formats(rep, state, "default") is rep
 
 
-def test_cli_reports_a_bad_config_in_one_line(tmp_path, tiny_tokenizer, synthetic_dir):
+def test_cli_reports_a_bad_config_in_one_line(tmp_path, tiny_tokenizer, synthetic_data_dir):
     proc = run_cli(
         tmp_path / "run",
-        _overrides(tiny_tokenizer, synthetic_dir, batch_size=6, grad_accum_steps=4),
+        _overrides(tiny_tokenizer, synthetic_data_dir, batch_size=6, grad_accum_steps=4),
         env=cpu_env(1),
         timeout=300,
     )
@@ -342,10 +301,10 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, tiny_tokenizer, syntheti
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-    tmp_path, tiny_tokenizer, synthetic_dir
+    tmp_path, tiny_tokenizer, synthetic_data_dir
 ):
     config = tiny_config(
-        tiny_tokenizer, synthetic_dir, total_steps=6, checkpoint_every_steps=2, learning_rate=1e30
+        tiny_tokenizer, synthetic_data_dir, total_steps=6, checkpoint_every_steps=2, learning_rate=1e30
     )
     with pytest.raises(trainer.TrainingError, match=r"loss is (nan|inf) at step \d"):
         trainer.train_and_evaluate(config, tmp_path / "run")
@@ -415,7 +374,7 @@ def test_loading_a_workdir_does_not_warn_about_item_metadata(stage1, caplog):
     assert "other absl warnings still show" in messages
 
 
-def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
+def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_data_dir):
     """configs/demo.py (pixel space, frozen word-level text encoder) learns on synthetic_edit.
 
     50 steps: with 30% of its timesteps in the noisiest tenth, where the loss stays high longest, the loss
@@ -429,7 +388,7 @@ def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
 
     config = demo.get_config()
     assert config.model.tokenizer == ""
-    config.data.name, config.data.data_dir = "synthetic_edit/tiny", str(synthetic_dir)
+    config.data.name, config.data.data_dir = "synthetic_edit/tiny", str(synthetic_data_dir)
     assert config.timesteps.high_noise_fraction == 0.3
     config.total_steps, config.batch_size, config.warmup_steps = 50, 16, 0
     config.log_every_steps, config.checkpoint_every_steps = 1, 50
@@ -457,7 +416,7 @@ def test_demo_config_loss_falls_on_synthetic_edit(tmp_path, synthetic_dir):
     # encoder's vocabulary and special ids set from it.
     model = tmp_path / "run" / "model"
     tok = load_tokenizer(model / "tokenizer")
-    words = vocabulary.dataset_words("synthetic_edit/tiny", synthetic_dir)
+    words = vocabulary.dataset_words("synthetic_edit/tiny", synthetic_data_dir)
     assert {"make", "circle", "triangle", "none", "wrong", "blurry"} <= set(words)
     assert all(len(tok.backend.tokenize(w)) == 1 for w in words)
     text_encoder = read_json(model / "text_encoder" / "config.json")

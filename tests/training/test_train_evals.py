@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from fixtures_events import tensorboard_images, tensorboard_scalars, wandb_history, wandb_run_files
-from fixtures_train import tiny_config
+from fixtures_train import cpu_env, run_script, run_two_hosts, tiny_config, train_argv
 from PIL import Image
 
 from rewardedit_jax.training import trainer
@@ -45,13 +45,13 @@ def _evals_config(tokenizer, data_dir, **evals):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_tokenizer, synthetic_dir):
+def run(tmp_path_factory, tiny_tokenizer, synthetic_data_dir):
     """8 steps (checkpoints at 4 and 8) with an oracle evaluator every 3 steps and a reference one every 4,
     logged to W&B too (offline, in ``run.parent / "wandb"`` when wandb is installed)."""
     workdir = tmp_path_factory.mktemp("evals") / "run"
     config = _evals_config(
         tiny_tokenizer,
-        synthetic_dir,
+        synthetic_data_dir,
         oracle=dict(type="oracle", every_steps=3, data="synthetic_edit/tiny", **SAMPLING),
         ref=dict(type="reference", every_steps=4, data="synthetic_edit/tiny", **SAMPLING),
     )
@@ -140,13 +140,13 @@ def test_training_logs_the_same_scalars_and_grids_to_tensorboard_and_wandb(run):
         np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")), grid)
 
 
-def test_oracle_numbers_equal_the_evaluate_cli_for_the_same_weights(run, tmp_path, synthetic_dir):
+def test_oracle_numbers_equal_the_evaluate_cli_for_the_same_weights(run, tmp_path, synthetic_data_dir):
     from rewardedit_jax.evaluate import evaluate
 
     results = evaluate(
         run,  # the workdir's latest checkpoint (8): its EMA weights, as the trainer evaluated at step 8
         "synthetic_edit/tiny",
-        synthetic_dir,
+        synthetic_data_dir,
         tmp_path / "cli",
         judge="oracle",
         steps=SAMPLING["steps"],
@@ -174,7 +174,7 @@ def test_oracle_numbers_equal_the_evaluate_cli_for_the_same_weights(run, tmp_pat
 
 
 def test_the_trainer_and_the_cli_score_with_the_same_evaluator_classes(
-    run, tmp_path, synthetic_dir, monkeypatch
+    run, tmp_path, synthetic_data_dir, monkeypatch
 ):
     """The CLI, given the edits the trainer made at step 8, scores them with the classes the trainer used
     and gets the trainer's numbers."""
@@ -193,7 +193,7 @@ def test_the_trainer_and_the_cli_score_with_the_same_evaluator_classes(
     results = evaluate(
         run,
         "synthetic_edit/tiny",
-        synthetic_dir,
+        synthetic_data_dir,
         out,
         judge="oracle",
         steps=SAMPLING["steps"],
@@ -235,9 +235,9 @@ def test_the_trainer_and_the_cli_score_with_the_same_evaluator_classes(
     ],
 )
 def test_bad_evaluator_configs_fail_in_one_line_before_compilation(
-    entry, message, tmp_path, tiny_tokenizer, synthetic_dir, monkeypatch
+    entry, message, tmp_path, tiny_tokenizer, synthetic_data_dir, monkeypatch
 ):
-    config = _evals_config(tiny_tokenizer, synthetic_dir, e=entry)
+    config = _evals_config(tiny_tokenizer, synthetic_data_dir, e=entry)
     compiled = []
     monkeypatch.setattr(trainer.builder, "build_train_step", lambda *a, **k: compiled.append(1))
     with pytest.raises(ConfigError) as e:
@@ -248,7 +248,7 @@ def test_bad_evaluator_configs_fail_in_one_line_before_compilation(
 
 SHARDED_SCRIPT = """
 import json, sys
-from fixtures_train import tiny_config
+from fixtures_train import cpu_env, run_script, run_two_hosts, tiny_config, train_argv
 from rewardedit_jax.training import trainer
 
 config = tiny_config(
@@ -261,22 +261,9 @@ trainer.train_and_evaluate(config, sys.argv[3])
 """
 
 
-def test_evals_run_beside_fsdp_sharded_training_on_two_devices(tmp_path, tiny_tokenizer, synthetic_dir):
-    import subprocess
-    import sys
-
-    from fixtures_train import REPO, cpu_env
-
+def test_evals_run_beside_fsdp_sharded_training_on_two_devices(tmp_path, tiny_tokenizer, synthetic_data_dir):
     workdir = tmp_path / "sharded"
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT, str(tiny_tokenizer), str(synthetic_dir), str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=cpu_env(2),
-        cwd=REPO / "tests" / "training",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script(SHARDED_SCRIPT, tiny_tokenizer, synthetic_data_dir, workdir, devices=2)
     rows = _eval_rows(workdir, "oracle")
     assert sorted(rows) == [4] and {f"{p}_score" for p in PERSPECTIVES} <= set(rows[4])
     # the sampler shards the 3 edits (padded to 2 per device) over both devices: all 3 written, once
@@ -288,17 +275,10 @@ def test_evals_run_beside_fsdp_sharded_training_on_two_devices(tmp_path, tiny_to
     assert (workdir / "eval" / "4" / "oracle" / "grid.png").is_file()
 
 
-def test_gpt_evaluator_judges_the_written_edits_through_the_judge_api(run, monkeypatch):
-    import threading
-
-    from judge.chat_server import FAKE_KEY, JudgeServer
-
+def test_gpt_evaluator_judges_the_written_edits_through_the_judge_api(run, judge_server, fake_key):
     from rewardedit_jax import evaluators
     from rewardedit_jax.judge import JudgeConfig
 
-    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     folder = run / "eval" / "8" / "oracle"
     edits = json.loads((folder / "results.json").read_text())["edits"]
     records = [
@@ -311,18 +291,11 @@ def test_gpt_evaluator_judges_the_written_edits_through_the_judge_api(run, monke
         )
         for e in edits
     ]
-    server = JudgeServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        config = JudgeConfig(
-            model="gpt-4o", base_url=server.base_url, concurrency=4, max_attempts=2, cache_path=None
-        )
-        summary = evaluators.make_evaluator("gpt", judge_config=config).summarize(records)
-        assert len(server.requests) == 3 * len(records)
-    finally:
-        server.shutdown()
-        server.server_close()
+    config = JudgeConfig(
+        model="gpt-4o", base_url=judge_server.base_url, concurrency=4, max_attempts=2, cache_path=None
+    )
+    summary = evaluators.make_evaluator("gpt", judge_config=config).summarize(records)
+    assert len(judge_server.requests) == 3 * len(records)
     assert summary["following_yes"] == 1.0 and summary["quality_score"] == 4.5  # the fake server's answer
     assert summary["failed"] == 0 and summary["n"] == len(records)
 
@@ -341,68 +314,27 @@ def get_config():
 """
 
 
-def test_two_hosts_evaluate_on_process_0_while_the_other_waits(tmp_path, tiny_tokenizer, synthetic_dir):
-    import socket
-    import subprocess
-    import sys
-
-    from fixtures_train import REPO, cpu_env
-
+def test_two_hosts_evaluate_on_process_0_while_the_other_waits(tmp_path, tiny_tokenizer, synthetic_data_dir):
     from rewardedit_jax.evaluate import evaluate
 
     config_file = tmp_path / "evals_config.py"
     config_file.write_text(EVALS_CONFIG)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     workdir = tmp_path / "two"
-    base = [
-        sys.executable,
-        "-m",
-        "rewardedit_jax.train",
-        "--config",
-        str(config_file),
-        "--workdir",
-        str(workdir),
-        f"--coordinator_address=127.0.0.1:{port}",
-        "--num_processes=2",
-        "--config.total_steps=4",
-        "--config.checkpoint_every_steps=4",
-        f"--config.model.tokenizer={tiny_tokenizer}",
-        f"--config.data.data_dir={synthetic_dir}",
-    ]
-    procs = [
-        subprocess.Popen(
-            base + [f"--process_id={i}"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cpu_env(2),
-            cwd=REPO,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    overrides = {
+        "total_steps": 4,
+        "checkpoint_every_steps": 4,
+        "model.tokenizer": tiny_tokenizer,
+        "data.data_dir": synthetic_data_dir,
+    }
+    run_two_hosts(train_argv(workdir, overrides, config=config_file), cpu_env(2))
     rows = [r for r in _rows(workdir) if "eval/oracle/following_score" in r]
     assert [r["step"] for r in rows] == [2, 4]  # written once, by process 0
     assert sorted(p.name for p in (workdir / "eval").iterdir()) == ["2", "4"]
     # The same weights (checkpoint 4's EMA), edits and sampler settings through the CLI on one device.
-    results = evaluate(
-        workdir,
-        "synthetic_edit/tiny",
-        synthetic_dir,
-        tmp_path / "cli",
-        judge="oracle",
-        steps=2,
-        seed=42,
-        limit=3,
-        batch_size=2,
-        dtype="float32",
-        progress=False,
-        log=None,
-    )
+    sampling = dict(steps=2, seed=42, limit=3, batch_size=2, dtype="float32")  # EVALS_CONFIG's
+    quiet = dict(progress=False, log=None)
+    data = ("synthetic_edit/tiny", synthetic_data_dir)
+    results = evaluate(workdir, *data, tmp_path / "cli", judge="oracle", **sampling, **quiet)
     for p in PERSPECTIVES:
         assert rows[-1][f"eval/oracle/{p}_score"] == results["overall"][f"{p}_score"]
         assert rows[-1][f"eval/oracle/{p}_yes"] == results["overall"][f"{p}_yes"]
